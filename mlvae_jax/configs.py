@@ -1,0 +1,74 @@
+"""The config schema every experiment starts from.
+
+Experiments (`experiments/*.py`) call `base_config()` and change fields; they never add keys
+of their own, so an override with a typo fails loudly (`lock_config=True`) and every run's
+`config.json` has the same shape.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All keys with defaults; see README's 'Configuration' section for their meaning."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"  # digits | mnist | grouped_shapes | tfds
+  c.data.data_dir = ""  # where TFDS builders write/read prepared data ('' = ~/.cache/mlvae_jax/tfds)
+  c.data.manual_dir = ""  # directory with raw files (MNIST IDX files)
+  c.data.tfds_name = ""  # generic adapter: any TFDS dataset readable with tfds.data_source
+  c.data.image_key = "image"  # generic adapter: feature holding the observation
+  c.data.group_by = "label"  # field (or comma-separated fields) whose value defines a group
+  c.data.resolution = 32  # grouped_shapes: 32 or 64
+  c.data.num_examples = 20000  # grouped_shapes: examples generated for the train split
+  c.data.batch_size = 256  # N: observations per global batch
+  c.data.num_groups = 32  # G: group slots per global batch
+  c.data.group_policy = "fixed"  # fixed | uniform | natural | iid
+  c.data.group_size = 8  # k for 'fixed'
+  c.data.group_size_min = 2  # k_min for 'uniform'
+  c.data.group_size_max = 16  # k_max for 'uniform'
+  c.data.validation_fraction = 0.1
+  c.data.unseen_groups = ""  # comma-separated group values held out of training entirely
+  c.data.num_workers = 0  # grain worker processes (0 = in-process)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.family = "mlp"  # mlp | conv
+  c.model.hidden = 500
+  c.model.activation = "tanh"
+  c.model.content_dim = 10
+  c.model.style_dim = 10
+  c.model.likelihood = "bernoulli"  # bernoulli | gaussian
+  c.model.gaussian_logvar = "learned"  # 'learned' (per pixel) or a float as text, e.g. '-2.0'
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.variant = "mlvae"  # mlvae | gvae | vae (iid baseline: every observation its own group)
+  c.objective.beta_content = 1.0
+  c.objective.beta_style = 1.0
+  c.objective.content_sample = "group"  # group | member: one content draw per group or per member
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 0
+  c.optim.schedule = "constant"  # constant | cosine
+  c.optim.grad_clip_norm = 0.0  # 0 disables clipping
+
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 2000
+  c.train.log_every = 50
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.keep_checkpoints = 3
+  c.train.keep_best_metric = ""  # e.g. 'val/elbo' keeps the best checkpoint by it
+  c.train.resume = "auto"  # auto | restart | never
+  c.train.debug_checks = False  # validate every batch on the host
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # devices along the batch axis (-1: all devices of all hosts)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_batches = 4
+  c.eval.evaluators = "elbo,classify"  # comma-separated evaluation protocols
+  return c
