@@ -7,7 +7,3 @@ os.environ["XLA_FLAGS"] = " ".join(
     if not flag.startswith("--xla_force_host_platform_device_count")
 ) + " --xla_force_host_platform_device_count=8"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-import jax  # noqa: E402  (must follow the flag)
-
-jax.config.update("jax_enable_x64", False)

@@ -1,0 +1,218 @@
+"""Flax Linen encoders, decoders and observation likelihoods of the ML-VAE.
+
+The encoder maps one observation to two diagonal Normals (content and style); the decoder maps
+a (content, style) pair back to the parameters of p(x | c, s). Both are pure init/apply
+modules, so objectives and evaluation call them through `model.apply` with explicit params.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+FAMILIES = ("mlp", "conv")
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": nn.relu,
+    "gelu": nn.gelu,
+    "elu": nn.elu,
+}
+
+
+class Posterior(NamedTuple):
+  """Per-observation diagonal Normal posteriors q(C | x_i) and q(S | x_i)."""
+
+  content_mu: jax.Array
+  content_logvar: jax.Array
+  style_mu: jax.Array
+  style_logvar: jax.Array
+
+
+class Likelihood(NamedTuple):
+  """Parameters of p(x | c, s): Bernoulli logits in `loc`, or Gaussian mean and log-variance."""
+
+  loc: jax.Array
+  logvar: jax.Array | None = None
+
+
+class _NormalHeads(nn.Module):
+  """Two linear heads giving (mu, logvar) of the content and style posteriors."""
+
+  content_dim: int
+  style_dim: int
+
+  @nn.compact
+  def __call__(self, h: jax.Array) -> Posterior:
+    content = nn.Dense(2 * self.content_dim, name="content")(h)
+    style = nn.Dense(2 * self.style_dim, name="style")(h)
+    c_mu, c_logvar = jnp.split(content, 2, axis=-1)
+    s_mu, s_logvar = jnp.split(style, 2, axis=-1)
+    return Posterior(c_mu, c_logvar, s_mu, s_logvar)
+
+
+class MLPEncoder(nn.Module):
+  """The paper's MNIST encoder: flatten -> hidden (tanh) -> content and style heads."""
+
+  content_dim: int
+  style_dim: int
+  hidden: int = 500
+  activation: str = "tanh"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> Posterior:
+    h = x.reshape(x.shape[0], -1)
+    h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(h))
+    return _NormalHeads(self.content_dim, self.style_dim)(h)
+
+
+class MLPDecoder(nn.Module):
+  """Concatenated (content, style) -> hidden (tanh) -> one output per pixel."""
+
+  observation_shape: Sequence[int]
+  hidden: int = 500
+  activation: str = "tanh"
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(z))
+    out = nn.Dense(math.prod(self.observation_shape))(h)
+    return out.reshape((z.shape[0], *self.observation_shape))
+
+
+class ConvEncoder(nn.Module):
+  """disentanglement_lib's conv encoder: 4 stride-2 4x4 convs (32, 32, 64, 64), dense 256."""
+
+  content_dim: int
+  style_dim: int
+  hidden: int = 256
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> Posterior:
+    act = _ACTIVATIONS[self.activation]
+    h = x
+    for features in (32, 32, 64, 64):
+      h = act(nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME")(h))
+    h = act(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
+    return _NormalHeads(self.content_dim, self.style_dim)(h)
+
+
+class ConvDecoder(nn.Module):
+  """Mirror of ConvEncoder: dense 256 -> dense to (R/16)^2 x 64 -> 4 stride-2 transposed convs."""
+
+  observation_shape: Sequence[int]
+  hidden: int = 256
+  activation: str = "relu"
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    act = _ACTIVATIONS[self.activation]
+    height, width, channels = self.observation_shape
+    base_h, base_w = height // 16, width // 16
+    h = act(nn.Dense(self.hidden)(z))
+    h = act(nn.Dense(base_h * base_w * 64)(h)).reshape(z.shape[0], base_h, base_w, 64)
+    for features in (64, 32, 32):
+      h = act(nn.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME")(h))
+    return nn.ConvTranspose(channels, (4, 4), strides=(2, 2), padding="SAME")(h)
+
+
+class MLVAE(nn.Module):
+  """Encoder, decoder and (for a learned Gaussian) the per-pixel observation log-variance."""
+
+  encoder: nn.Module
+  decoder: nn.Module
+  likelihood: str
+  observation_shape: Sequence[int]
+  fixed_logvar: float | None = None  # Gaussian only; None means learned per pixel
+
+  def setup(self):
+    if self.likelihood == "gaussian" and self.fixed_logvar is None:
+      self.obs_logvar = self.param("obs_logvar", nn.initializers.zeros, tuple(self.observation_shape))
+
+  def encode(self, x: jax.Array) -> Posterior:
+    return self.encoder(x)
+
+  def decode(self, content: jax.Array, style: jax.Array) -> Likelihood:
+    loc = self.decoder(jnp.concatenate([content, style], axis=-1))
+    if self.likelihood == "bernoulli":
+      return Likelihood(loc)
+    if self.fixed_logvar is None:
+      logvar = jnp.broadcast_to(self.obs_logvar, loc.shape)
+    else:
+      logvar = jnp.full(loc.shape, self.fixed_logvar, loc.dtype)
+    return Likelihood(loc, logvar)
+
+  def __call__(self, x: jax.Array) -> Likelihood:
+    """Encodes and decodes posterior means; used by `init` to create every parameter."""
+    posterior = self.encode(x)
+    return self.decode(posterior.content_mu, posterior.style_mu)
+
+
+def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequence[int]) -> MLVAE:
+  """Builds the MLVAE described by `config.model` for observations of `observation_shape`."""
+  shape = tuple(int(d) for d in observation_shape)
+  if model_config.likelihood not in LIKELIHOODS:
+    raise ValueError(
+        f"config.model.likelihood={model_config.likelihood!r} is unknown; use one of {LIKELIHOODS}"
+    )
+  if model_config.activation not in _ACTIVATIONS:
+    raise ValueError(
+        f"config.model.activation={model_config.activation!r} is unknown; "
+        f"use one of {sorted(_ACTIVATIONS)}"
+    )
+  dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim)
+  common = dict(hidden=model_config.hidden, activation=model_config.activation)
+  if model_config.family == "mlp":
+    encoder, decoder = MLPEncoder(**dims, **common), MLPDecoder(shape, **common)
+  elif model_config.family == "conv":
+    if len(shape) != 3 or shape[0] % 16 or shape[1] % 16:
+      raise ValueError(
+          f"config.model.family='conv' needs [H, W, C] images with H and W multiples of 16 "
+          f"(e.g. 32x32 or 64x64); got observation shape {shape}. Use family='mlp' instead."
+      )
+    encoder, decoder = ConvEncoder(**dims, **common), ConvDecoder(shape, **common)
+  else:
+    raise ValueError(f"config.model.family={model_config.family!r} is unknown; use one of {FAMILIES}")
+  return MLVAE(
+      encoder=encoder,
+      decoder=decoder,
+      likelihood=model_config.likelihood,
+      observation_shape=shape,
+      fixed_logvar=_parse_logvar(model_config.gaussian_logvar),
+  )
+
+
+def _parse_logvar(setting: str) -> float | None:
+  if str(setting) == "learned":
+    return None
+  try:
+    return float(setting)
+  except ValueError:
+    raise ValueError(
+        f"config.model.gaussian_logvar={setting!r} must be 'learned' or a number such as '-2.0'"
+    ) from None
+
+
+def log_likelihood(likelihood: Likelihood, x: jax.Array) -> jax.Array:
+  """log p(x | c, s) of one observation, summed over its dimensions (vmap it over a batch)."""
+  if likelihood.logvar is None:
+    # Bernoulli with logits l: x*l - softplus(l), exact for x in [0, 1] (continuous relaxation).
+    terms = x * likelihood.loc - jax.nn.softplus(likelihood.loc)
+  else:
+    terms = -0.5 * (
+        math.log(2 * math.pi) + likelihood.logvar + (x - likelihood.loc) ** 2 * jnp.exp(-likelihood.logvar)
+    )
+  return jnp.sum(terms)
+
+
+def mean_observation(likelihood: Likelihood) -> jax.Array:
+  """The expected observation under p(x | c, s): what reconstructions and samples show."""
+  if likelihood.logvar is None:
+    return jax.nn.sigmoid(likelihood.loc)
+  return likelihood.loc

@@ -1,0 +1,237 @@
+"""The group ELBO against the float64 reference, its variants, and its compile behaviour."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mlvae_jax import configs, models, objectives
+from tests import reference
+
+CONTENT_DIM, STYLE_DIM, PIXELS = 3, 2, 5
+
+
+def _objective_config(**overrides) -> ml_collections.ConfigDict:
+  config = configs.base_config().objective
+  config.update(overrides)
+  return config
+
+
+def _random_problem(seed, n, g, logvar_scale, likelihood):
+  """Posteriors, a linear decoder (JAX and float64 twin), data and noise for one batch."""
+  rng = np.random.default_rng(seed)
+  ids, mask = reference.random_ragged_ids(rng, n, g)
+  post = [rng.normal(size=(n, CONTENT_DIM)), rng.uniform(-logvar_scale, logvar_scale, (n, CONTENT_DIM)),
+          rng.normal(size=(n, STYLE_DIM)), rng.uniform(-logvar_scale, logvar_scale, (n, STYLE_DIM))]
+  weight = rng.normal(size=(CONTENT_DIM + STYLE_DIM, PIXELS)) * 0.3
+  bias = rng.normal(size=PIXELS) * 0.1
+  obs_logvar = rng.uniform(-1, 1, size=PIXELS)
+  x = rng.uniform(size=(n, PIXELS))
+
+  def jax_decode(c, s):
+    loc = jnp.concatenate([c, s], -1) @ jnp.float32(weight) + jnp.float32(bias)
+    if likelihood == "bernoulli":
+      return models.Likelihood(loc)
+    return models.Likelihood(loc, jnp.broadcast_to(jnp.float32(obs_logvar), loc.shape))
+
+  def numpy_log_prob(c, s, x_i):
+    loc = np.concatenate([c, s]) @ weight + bias
+    if likelihood == "bernoulli":
+      return reference.bernoulli_log_prob(loc, x_i)
+    return reference.gaussian_log_prob(loc, obs_logvar, x_i)
+
+  batch = {"x": jnp.float32(x), "group_ids": jnp.asarray(ids), "mask": jnp.asarray(mask)}
+  return post, jax_decode, numpy_log_prob, batch, (x, ids, mask), rng
+
+
+def _compare(seed, n, g, logvar_scale, likelihood, variant, content_sample):
+  post, jax_decode, numpy_log_prob, batch, (x, ids, mask), rng = _random_problem(
+      seed, n, g, logvar_scale, likelihood
+  )
+  slots = n if variant == "vae" else g
+  content_rows = slots if content_sample == "group" else n
+  noise = objectives.Noise(jnp.float32(rng.normal(size=(content_rows, CONTENT_DIM))),
+                           jnp.float32(rng.normal(size=(n, STYLE_DIM))))
+  config = _objective_config(variant=variant, content_sample=content_sample)
+  jitted = jax.jit(lambda p, b, e: objectives.group_elbo(p, jax_decode, b, e, g, config))
+  _, metrics = jitted(models.Posterior(*map(jnp.float32, post)), batch, noise)
+  ref_ids, ref_g = (np.where(mask, np.arange(n), n), n) if variant == "vae" else (ids, g)
+  expected = reference.group_elbo(
+      *post, x, ref_ids, mask, ref_g, numpy_log_prob, np.float64(noise.content),
+      np.float64(noise.style), content_sample=content_sample, variant=variant,
+  )
+  for key, value in expected.items():
+    np.testing.assert_allclose(metrics[key], value, rtol=2e-4, atol=2e-3 * (1 + abs(value) * 1e-3), err_msg=key)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 16),
+    g=st.integers(1, 6),
+    likelihood=st.sampled_from(["bernoulli", "gaussian"]),
+    variant=st.sampled_from(objectives.VARIANTS),
+    content_sample=st.sampled_from(objectives.CONTENT_SAMPLES),
+)
+def test_group_elbo_matches_reference(seed, n, g, likelihood, variant, content_sample):
+  _compare(seed, n, g, 3.0, likelihood, variant, content_sample)
+
+
+@pytest.mark.parametrize("logvar_scale", [10.0, 30.0])
+def test_group_elbo_with_extreme_logvars(logvar_scale):
+  for seed in range(3):
+    _compare(seed, 12, 4, logvar_scale, "bernoulli", "mlvae", "group")
+
+
+def test_group_of_one_and_one_group_spanning_the_batch():
+  for g, ids in [(4, [0, 1, 2, 3]), (1, [0, 0, 0, 0])]:
+    post, decode, numpy_log_prob, batch, (x, _, mask), rng = _random_problem(0, 4, g, 3.0, "bernoulli")
+    batch["group_ids"] = jnp.asarray(ids, jnp.int32)
+    batch["mask"] = jnp.ones(4, bool)
+    noise = objectives.Noise(jnp.float32(rng.normal(size=(g, CONTENT_DIM))),
+                             jnp.float32(rng.normal(size=(4, STYLE_DIM))))
+    _, metrics = objectives.group_elbo(
+        models.Posterior(*map(jnp.float32, post)), decode, batch, noise, g, _objective_config()
+    )
+    expected = reference.group_elbo(*post, x, np.array(ids), np.ones(4, bool), g, numpy_log_prob,
+                                    np.float64(noise.content), np.float64(noise.style))
+    np.testing.assert_allclose(metrics["elbo"], expected["elbo"], rtol=1e-4)
+
+
+def test_padding_rows_change_nothing():
+  post, decode, _, batch, _, rng = _random_problem(3, 8, 3, 3.0, "gaussian")
+  noise = objectives.Noise(jnp.float32(rng.normal(size=(3, CONTENT_DIM))),
+                           jnp.float32(rng.normal(size=(8, STYLE_DIM))))
+  config = _objective_config()
+  _, unpadded = objectives.group_elbo(models.Posterior(*map(jnp.float32, post)), decode, batch, noise, 3, config)
+  pad = 5
+  padded_post = models.Posterior(*[jnp.concatenate([jnp.float32(p), jnp.full((pad, p.shape[1]), 1e3)]) for p in post])
+  padded_batch = {
+      "x": jnp.concatenate([batch["x"], jnp.full((pad, PIXELS), 7.0)]),
+      "group_ids": jnp.concatenate([jnp.where(batch["mask"], batch["group_ids"], 3), jnp.full(pad, 3, jnp.int32)]),
+      "mask": jnp.concatenate([batch["mask"], jnp.zeros(pad, bool)]),
+  }
+  padded_noise = objectives.Noise(noise.content, jnp.concatenate([noise.style, jnp.ones((pad, STYLE_DIM))]))
+  _, padded = objectives.group_elbo(padded_post, decode, padded_batch, padded_noise, 3, config)
+  chex.assert_trees_all_close(unpadded, padded, rtol=1e-5)
+
+
+def test_beta_weights_scale_each_kl_in_the_loss():
+  post, decode, _, batch, _, rng = _random_problem(5, 10, 3, 2.0, "bernoulli")
+  noise = objectives.Noise(jnp.float32(rng.normal(size=(3, CONTENT_DIM))),
+                           jnp.float32(rng.normal(size=(10, STYLE_DIM))))
+  posterior = models.Posterior(*map(jnp.float32, post))
+  loss, metrics = objectives.group_elbo(
+      posterior, decode, batch, noise, 3, _objective_config(beta_content=4.0, beta_style=0.5)
+  )
+  expected = -(metrics["reconstruction"] - 0.5 * metrics["kl_style"] - 4.0 * metrics["kl_content"])
+  np.testing.assert_allclose(loss, expected, rtol=1e-6)
+  _, plain = objectives.group_elbo(posterior, decode, batch, noise, 3, _objective_config())
+  np.testing.assert_allclose(metrics["elbo"], plain["elbo"], rtol=1e-6)  # the ELBO itself is unweighted
+
+
+def _model_and_config(variant="mlvae", likelihood="bernoulli", n=12, g=4):
+  config = configs.base_config()
+  config.model.hidden = 32
+  config.model.content_dim, config.model.style_dim = CONTENT_DIM, STYLE_DIM
+  config.model.likelihood = likelihood
+  config.objective.variant = variant
+  config.data.batch_size, config.data.num_groups = n, g
+  model = models.build_model(config.model, (4, 4, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+  return config, model, params
+
+
+def _image_batch(ids, g, n=12, seed=0):
+  rng = np.random.default_rng(seed)
+  ids = np.asarray(ids, np.int32)
+  return {"x": jnp.float32(rng.uniform(size=(n, 4, 4, 1))), "group_ids": jnp.asarray(ids),
+          "mask": jnp.asarray(ids < g)}
+
+
+class JitVariantsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_loss_agrees_with_and_without_jit(self):
+    config, model, params = _model_and_config()
+    loss_fn = objectives.make_loss_fn(model, config)
+    batch = _image_batch([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 4, 4], 4)
+    loss, metrics = self.variant(loss_fn)(params, batch, jax.random.key(1))
+    reference_loss, _ = jax.jit(loss_fn)(params, batch, jax.random.key(1))
+    np.testing.assert_allclose(loss, reference_loss, rtol=1e-5)
+    assert np.isfinite(metrics["bits_per_dim"])
+
+
+def test_loss_compiles_once_for_every_group_structure():
+  config, model, params = _model_and_config()
+  loss_fn = objectives.make_loss_fn(model, config)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def step(params, batch, rng):
+    return jax.grad(lambda p: loss_fn(p, batch, rng)[0])(params)
+
+  structures = [
+      [0] * 12,
+      list(range(4)) + [4] * 8,
+      [0, 0, 1, 1, 1, 1, 1, 2, 3, 3, 3, 4],
+      [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3],
+  ]
+  for seed, ids in enumerate(structures):
+    grads = step(params, _image_batch(ids, 4, seed=seed), jax.random.key(seed))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(grads))
+  chex.clear_trace_counter()
+
+
+@pytest.mark.parametrize("variant", ["mlvae", "gvae"])
+def test_gradients_reach_the_content_heads(variant):
+  config, model, params = _model_and_config(variant=variant)
+  loss_fn = objectives.make_loss_fn(model, config)
+  batch = _image_batch([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 4], 4)
+  grads = jax.grad(lambda p: loss_fn(p, batch, jax.random.key(2))[0])(params)
+  content_head = grads["encoder"]["_NormalHeads_0"]["content"]
+  for leaf in jax.tree.leaves(content_head):
+    assert np.all(np.isfinite(leaf))
+    assert np.abs(leaf).sum() > 0
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_singleton_groups_reduce_to_a_standard_vae(likelihood):
+  """With groups of one, ML-VAE's ELBO is the VAE ELBO on z = [c, s] with the same noise."""
+  n = 6
+  config, model, params = _model_and_config(likelihood=likelihood, n=n, g=n)
+  batch = _image_batch(list(range(n)), n, n=n)
+  variables = {"params": params}
+  posterior = model.apply(variables, batch["x"], method="encode")
+  rng = np.random.default_rng(4)
+  eps = rng.normal(size=(n, CONTENT_DIM + STYLE_DIM))
+  noise = objectives.Noise(jnp.float32(eps[:, :CONTENT_DIM]), jnp.float32(eps[:, CONTENT_DIM:]))
+
+  def decode(c, s):
+    return model.apply(variables, c, s, method="decode")
+
+  _, metrics = objectives.group_elbo(posterior, decode, batch, noise, n, config.objective)
+
+  mu = np.concatenate([posterior.content_mu, posterior.style_mu], 1).astype(np.float64)
+  logvar = np.concatenate([posterior.content_logvar, posterior.style_logvar], 1).astype(np.float64)
+  z = mu + np.exp(0.5 * logvar) * eps
+  out = model.apply(variables, jnp.float32(z[:, :CONTENT_DIM]), jnp.float32(z[:, CONTENT_DIM:]), method="decode")
+  x = np.float64(batch["x"])
+  vae_elbo = []
+  for i in range(n):
+    if likelihood == "bernoulli":
+      log_px = reference.bernoulli_log_prob(np.float64(out.loc[i]), x[i])
+    else:
+      log_px = reference.gaussian_log_prob(np.float64(out.loc[i]), np.float64(out.logvar[i]), x[i])
+    vae_elbo.append(log_px - reference.kl_to_standard_normal(mu[i], logvar[i]))
+  np.testing.assert_allclose(metrics["elbo"], np.mean(vae_elbo), rtol=1e-5)
+
+
+def test_unknown_variant_is_rejected_with_the_choices():
+  config, model, _ = _model_and_config()
+  config.objective.variant = "mlvea"
+  with pytest.raises(ValueError, match="mlvae"):
+    objectives.make_loss_fn(model, config)
