@@ -1,0 +1,65 @@
+"""A short ML-VAE training run on real data learns a content code that identifies the group.
+
+Uses scikit-learn's bundled 8x8 digits directly (the data package has its own tests), grouped
+by class, with groups of 8 drawn at random each step.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn.datasets import load_digits
+
+from mlvae_jax import configs, inference, models, objectives
+from mlvae_jax.evaluation.probes import probe_accuracy
+
+STEPS, GROUPS, GROUP_SIZE = 600, 8, 8
+# Measured over init seeds 0-2: loss 283-289 -> 191-192 per group; content-code probe accuracy
+# 0.93-0.94 (chance 0.10); the style code's 0.44-0.55, at least 0.38 below content.
+MIN_CONTENT_ACCURACY = 0.75
+MIN_CONTENT_OVER_STYLE = 0.2
+
+
+def _grouped_batch(rng, x, labels):
+  classes = rng.choice(10, GROUPS, replace=False)
+  index = np.concatenate([rng.choice(np.nonzero(labels == c)[0], GROUP_SIZE, replace=False) for c in classes])
+  return {"x": jnp.asarray(x[index]), "group_ids": jnp.repeat(jnp.arange(GROUPS, dtype=jnp.int32), GROUP_SIZE),
+          "mask": jnp.ones(GROUPS * GROUP_SIZE, bool)}
+
+
+def test_training_on_digits_lowers_loss_and_content_predicts_class():
+  digits = load_digits()
+  x = (digits.images / 16.0).astype(np.float32)[..., None]
+  labels = digits.target
+  order = np.random.default_rng(0).permutation(len(x))
+  train, test = order[:1400], order[1400:]
+
+  config = configs.base_config()
+  config.model.hidden = 128
+  config.data.num_groups, config.data.batch_size = GROUPS, GROUPS * GROUP_SIZE
+  model = models.build_model(config.model, x.shape[1:])
+  params = model.init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
+  optimizer = optax.adam(config.optim.learning_rate)
+  loss_fn = objectives.make_loss_fn(model, config)
+
+  @jax.jit
+  def step(params, opt_state, batch, rng):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state = optimizer.init(params)
+  rng = np.random.default_rng(1)
+  losses = []
+  for i in range(STEPS):
+    params, opt_state, loss = step(params, opt_state, _grouped_batch(rng, x[train], labels[train]),
+                                   jax.random.key(i))
+    losses.append(float(loss))
+  assert np.mean(losses[-50:]) < 0.8 * np.mean(losses[:10]), (losses[:10], losses[-50:])
+
+  train_code = inference.encode(model, params, x[train])
+  test_code = inference.encode(model, params, x[test])
+  content = probe_accuracy(train_code.content_mu, labels[train], test_code.content_mu, labels[test])
+  style = probe_accuracy(train_code.style_mu, labels[train], test_code.style_mu, labels[test])
+  assert content > MIN_CONTENT_ACCURACY, content
+  assert content > style + MIN_CONTENT_OVER_STYLE, (content, style)
