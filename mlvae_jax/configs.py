@@ -72,3 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.num_batches = 4
   c.eval.evaluators = "elbo,classify"  # comma-separated evaluation protocols
   return c
+
+
+def check_choice(field: str, value: object, choices: tuple[str, ...]) -> None:
+  """Raises a ValueError naming the config field, its bad value and the valid choices."""
+  if value not in choices:
+    raise ValueError(f"config.{field}={value!r} is unknown; use one of {choices}")

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mlvae_jax.configs import check_choice
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -157,28 +159,20 @@ class MLVAE(nn.Module):
 def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequence[int]) -> MLVAE:
   """Builds the MLVAE described by `config.model` for observations of `observation_shape`."""
   shape = tuple(int(d) for d in observation_shape)
-  if model_config.likelihood not in LIKELIHOODS:
-    raise ValueError(
-        f"config.model.likelihood={model_config.likelihood!r} is unknown; use one of {LIKELIHOODS}"
-    )
-  if model_config.activation not in _ACTIVATIONS:
-    raise ValueError(
-        f"config.model.activation={model_config.activation!r} is unknown; "
-        f"use one of {sorted(_ACTIVATIONS)}"
-    )
+  check_choice("model.family", model_config.family, FAMILIES)
+  check_choice("model.likelihood", model_config.likelihood, LIKELIHOODS)
+  check_choice("model.activation", model_config.activation, tuple(_ACTIVATIONS))
   dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim)
   common = dict(hidden=model_config.hidden, activation=model_config.activation)
   if model_config.family == "mlp":
     encoder, decoder = MLPEncoder(**dims, **common), MLPDecoder(shape, **common)
-  elif model_config.family == "conv":
+  else:
     if len(shape) != 3 or shape[0] % 16 or shape[1] % 16:
       raise ValueError(
           f"config.model.family='conv' needs [H, W, C] images with H and W multiples of 16 "
           f"(e.g. 32x32 or 64x64); got observation shape {shape}. Use family='mlp' instead."
       )
     encoder, decoder = ConvEncoder(**dims, **common), ConvDecoder(shape, **common)
-  else:
-    raise ValueError(f"config.model.family={model_config.family!r} is unknown; use one of {FAMILIES}")
   return MLVAE(
       encoder=encoder,
       decoder=decoder,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mlvae_jax import groups
+from mlvae_jax.configs import check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
 VARIANTS = ("mlvae", "gvae", "vae")
@@ -129,15 +130,8 @@ def group_elbo(
 
 def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   """Rejects unknown variants early, with the valid choices."""
-  if objective_config.variant not in VARIANTS:
-    raise ValueError(
-        f"config.objective.variant={objective_config.variant!r} is unknown; use one of {VARIANTS}"
-    )
-  if objective_config.content_sample not in CONTENT_SAMPLES:
-    raise ValueError(
-        f"config.objective.content_sample={objective_config.content_sample!r} is unknown; "
-        f"use one of {CONTENT_SAMPLES}"
-    )
+  check_choice("objective.variant", objective_config.variant, VARIANTS)
+  check_choice("objective.content_sample", objective_config.content_sample, CONTENT_SAMPLES)
 
 
 def make_loss_fn(
