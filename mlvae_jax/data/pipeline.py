@@ -1,0 +1,191 @@
+"""Grouped batches as a grain pipeline: a pure function of (seed, step), resumable by step.
+
+`Batcher` maps a global step to this process's batch: the step gives (epoch, index in
+epoch), the epoch gives a plan (`policies.plan_epoch` with an rng seeded by seed, split,
+epoch and process), the plan gives the rows. grain runs it (threads, or worker processes with
+`data.num_workers`), and the iterator's whole state is the next step, so a checkpoint can
+store it as JSON and resume mid-epoch on any number of workers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import sys
+import threading
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from mlvae_jax.data import policies
+from mlvae_jax.data.errors import DataError
+from mlvae_jax.groups import validate_batch
+
+_SPLIT_SALT = {"train": 0, "validation": 1, "test": 2, "unseen": 3}
+_PLANS_KEPT = 2
+
+
+class Batcher:
+  """step -> host-local batch dict; picklable (grain workers reopen the image memmap)."""
+
+  def __init__(self, *, images: np.ndarray, pixel_scale: float, shards: list[np.ndarray],
+               codes: np.ndarray, factors: np.ndarray | None, policy: policies.Policy,
+               split: str, seed: int, batch_size: int, num_groups: int, process_index: int,
+               finite: bool):
+    self._images = images
+    self._images_path = getattr(images, "filename", None)
+    self._scale = np.float32(1.0 / pixel_scale)
+    self._rows = shards[process_index]  # example indices this process reads
+    self._shard_codes = [codes[s] for s in shards]  # every shard's codes: to count batches
+    self._codes = codes[self._rows]
+    self._factors = None if factors is None else factors[self._rows]
+    self._policy = policy
+    self._entropy = [seed & 0xFFFFFFFF, _SPLIT_SALT[split]]
+    self._process_index = process_index
+    self._local_n = batch_size // len(shards)
+    self._local_g = num_groups // len(shards)
+    self._num_groups = num_groups
+    self._finite = finite
+    self._counts: list[int] = []  # batches per epoch, common to all processes
+    self._plans: dict[int, policies.Plan] = {}
+    self._lock = threading.Lock()
+
+  def __getstate__(self) -> dict[str, Any]:
+    state = dict(self.__dict__, _lock=None, _plans={})
+    if self._images_path is not None:
+      state["_images"] = None
+    return state
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+    if self._images is None:
+      self._images = np.load(self._images_path, mmap_mode="r")
+
+  @property
+  def observation_shape(self) -> tuple[int, ...]:
+    return tuple(self._images.shape[1:])
+
+  def _plan(self, epoch: int, process: int) -> policies.Plan:
+    rng = np.random.default_rng(self._entropy + [epoch, process])
+    return policies.plan_epoch(self._policy, self._shard_codes[process], rng, self._local_n,
+                               self._local_g, drop_remainder=not self._finite)
+
+  def _own_plan(self, epoch: int) -> policies.Plan:
+    with self._lock:
+      if epoch not in self._plans:
+        if len(self._plans) >= _PLANS_KEPT:
+          self._plans.pop(min(self._plans))
+        self._plans[epoch] = self._plan(epoch, self._process_index)
+      return self._plans[epoch]
+
+  def batches_in_epoch(self, epoch: int) -> int:
+    """The same for every process: the fewest of any process when training forever (extra
+    batches dropped), the most when finite (missing ones all padding, so eval sees all)."""
+    with self._lock:
+      while len(self._counts) <= epoch:
+        if self._policy.constant_count and self._counts:
+          self._counts.append(self._counts[0])
+          continue
+        e = len(self._counts)
+        counts = [len(self._plan(e, p)) for p in range(len(self._shard_codes))]
+        self._counts.append(max(counts) if self._finite else min(counts))
+      return self._counts[epoch]
+
+  def locate(self, step: int) -> tuple[int, int]:
+    """(epoch, batch index in epoch) of a global step."""
+    if self._policy.constant_count:
+      return divmod(step, self.batches_in_epoch(0))
+    epoch = 0
+    while True:
+      self.batches_in_epoch(epoch)
+      ends = np.cumsum(self._counts)
+      if ends[-1] > step:
+        epoch = bisect.bisect_right(ends.tolist(), step)
+        return epoch, step - (int(ends[epoch - 1]) if epoch else 0)
+      epoch = len(self._counts)
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    epoch, index = self.locate(int(step))
+    plan = self._own_plan(epoch)
+    lo, hi = (plan.offsets[index], plan.offsets[index + 1]) if index < len(plan) else (0, 0)
+    local = plan.rows[lo:hi]
+    n, size = hi - lo, self._local_n
+    x = np.zeros((size,) + self.observation_shape, np.float32)
+    x[:n] = self._images[self._rows[local]]
+    x[:n] *= self._scale
+    group_ids = np.full(size, self._num_groups, np.int32)
+    group_ids[:n] = plan.slots[lo:hi] + self._process_index * self._local_g
+    labels = np.full(size, -1, np.int32)
+    labels[:n] = self._codes[local]
+    batch = dict(x=x, group_ids=group_ids, mask=np.arange(size) < n, labels=labels)
+    if self._factors is not None:
+      factors = np.full((size, self._factors.shape[1]), -1, np.int32)
+      factors[:n] = self._factors[local]
+      batch["factors"] = factors
+    validate_batch(batch, self._num_groups)
+    return batch
+
+  def num_steps(self, num_epochs: int | None) -> int:
+    if num_epochs is None:
+      if self.batches_in_epoch(0) == 0:
+        raise DataError(
+            f"the split has fewer examples per process ({len(self._rows)}) than one full "
+            f"batch of {self._local_n} needs under policy {self._policy.kind!r}; lower "
+            "data.batch_size or use a larger split"
+        )
+      return sys.maxsize
+    return sum(self.batches_in_epoch(e) for e in range(num_epochs))
+
+
+class BatchIterator(Iterator[dict]):
+  """Host-local batches; `get_state()` / `set_state()` resume exactly (JSON-serialisable)."""
+
+  def __init__(self, batcher: Batcher, *, num_epochs: int | None, num_workers: int,
+               fingerprint: str):
+    self.observation_shape = batcher.observation_shape
+    self._fingerprint = fingerprint
+    self._dataset = grain.MapDataset.range(batcher.num_steps(num_epochs)).map(batcher)
+    self._num_workers = num_workers
+    self._restart(0)
+
+  def _restart(self, step: int) -> None:
+    dataset = self._dataset[step:].to_iter_dataset(
+        grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    if self._num_workers > 0:
+      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._num_workers))
+    self._step = step
+    self._iterator = iter(dataset)
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._iterator)
+    self._step += 1
+    return batch
+
+  def __iter__(self) -> "BatchIterator":
+    return self
+
+  def get_state(self) -> dict[str, Any]:
+    return {"step": self._step, "fingerprint": self._fingerprint}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if state.get("fingerprint") != self._fingerprint:
+      raise DataError(
+          "this iterator state was saved by a loader with a different data config, split or "
+          f"seed (fingerprint {state.get('fingerprint')!r}, expected {self._fingerprint!r}); "
+          "restore it with the config it was saved with"
+      )
+    self._restart(int(state["step"]))
+
+
+_NOT_IN_FINGERPRINT = ("data_dir", "manual_dir", "num_workers")
+
+
+def fingerprint(data_config: Any, split: str, seed: int, num_epochs: int | None) -> str:
+  """What the batch sequence depends on; not where files live, nor the process layout
+  (steps are global), so a run can resume on another machine or number of hosts."""
+  config = {k: v for k, v in dict(data_config).items() if k not in _NOT_IN_FINGERPRINT}
+  content = json.dumps([config, split, seed, num_epochs], sort_keys=True, default=str)
+  return hashlib.sha256(content.encode()).hexdigest()[:16]
