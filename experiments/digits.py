@@ -1,0 +1,41 @@
+r"""The quickstart: ML-VAE on scikit-learn's 8x8 digits, grouped by digit; offline, ~2 min.
+
+  python launch.py --config=experiments/digits.py --workdir=/tmp/mlvae_digits
+
+Args (comma-separated after ':'): `smoke` (seconds), `variant=mlvae|gvae|vae` (baselines),
+`likelihood=bernoulli|gaussian`. Sweep (2 x 2, see get_sweep):
+
+  python launch.py --config=experiments/digits.py:smoke --workdir=/tmp/digits_sweep \
+      --mode=sweep --sweep_parallel=2
+"""
+
+from experiments import common
+from mlvae_jax import configs, sweep
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, smoke=False, variant="mlvae", likelihood="bernoulli")
+  config = configs.base_config()
+  config.data.name = "digits"
+  config.data.batch_size = 64  # the validation split (144 images) must fill one batch
+  config.data.num_groups = 8
+  config.data.group_policy = "fixed"
+  config.data.group_size = 8
+  config.model.family = "mlp"
+  config.model.hidden = 256
+  config.model.content_dim = 8
+  config.model.style_dim = 8
+  config.model.likelihood = args.likelihood
+  config.train.num_steps = 3000
+  config.train.log_every = 100
+  config.train.eval_every = 1000
+  config.train.checkpoint_every = 1000
+  config.train.keep_best_metric = "val/elbo"
+  config.eval.evaluators = "elbo,classify,accumulation,images"
+  common.apply_common(config, args)
+  return config
+
+
+def get_sweep(arg=None):
+  del arg  # the same points for the full and the smoke config
+  return sweep.product({"objective.variant": ["mlvae", "vae"], "seed": [0, 1]})

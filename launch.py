@@ -1,0 +1,87 @@
+r"""Runs an experiment: flags only, the work is done by mlvae_jax.
+
+  python launch.py --config=experiments/digits.py --workdir=/tmp/digits
+  python launch.py --config=experiments/mnist.py:likelihood=gaussian --workdir=/tmp/mnist \
+      --config.train.num_steps=10000
+  python launch.py --config=experiments/digits.py --workdir=/tmp/digits --mode=eval \
+      --config.mesh.data=1
+  python launch.py --config=experiments/digits.py:smoke --workdir=/tmp/sweep --mode=sweep \
+      --sweep_parallel=2            # or --sweep_print_only for a cluster scheduler
+
+Multi-host: give every process --coordinator_address=HOST:PORT --num_processes=P
+--process_id=I (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or
+--distributed on a cluster JAX detects itself (SLURM, Cloud TPU).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment file and its arg: experiments/NAME.py[:arg,...].", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (or of the sweep).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sweep"], "What to do.")
+_SWEEP = flags.DEFINE_string("sweep", None, "File with get_sweep(arg); default: the --config file.")
+_SWEEP_PARALLEL = flags.DEFINE_integer("sweep_parallel", 1, "Sweep points run at once here.")
+_SWEEP_PRINT_ONLY = flags.DEFINE_bool(
+    "sweep_print_only", False, "Print one launch command per sweep point instead of running."
+)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host: let JAX detect the cluster (SLURM, Cloud TPU, MPI)."
+)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, but a bad flag ends the run with one line rather than a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - any parse failure is the user's input
+    from mlvae_jax import workdir
+
+    sys.exit(f"launch.py: error: {workdir.describe_flag_error(argv[1:], e)}")
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # libraries log much at INFO; --verbosity=0 shows it
+  from mlvae_jax import sharding, sweep, train
+  from mlvae_jax.workdir import SetupError, describe_flag_error
+
+  try:
+    config = _CONFIG.value
+    config.to_dict()  # a config file that failed to load raises only when first used
+  except Exception as e:  # noqa: BLE001 - the config file failed to load
+    sys.exit(f"launch.py: error: {describe_flag_error(sys.argv[1:], e)}")
+  try:
+    if _MODE.value == "sweep":
+      sys.exit(sweep.launch(
+          config,
+          config_spec=config_flags.get_config_filename(flags.FLAGS["config"]),
+          overrides=config_flags.get_override_values(flags.FLAGS["config"]),
+          workdir=_WORKDIR.value,
+          sweep_file=_SWEEP.value,
+          parallel=_SWEEP_PARALLEL.value,
+          print_only=_SWEEP_PRINT_ONLY.value,
+          launcher=(sys.executable, os.path.abspath(__file__)),
+      ))
+    sharding.initialize_distributed(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto_detect=_DISTRIBUTED.value
+    )
+    if _MODE.value == "train":
+      train.train_and_evaluate(config, _WORKDIR.value)
+    else:
+      train.evaluate(config, _WORKDIR.value)
+  except SetupError as e:
+    sys.exit(f"launch.py: error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)
