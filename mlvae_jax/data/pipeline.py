@@ -16,6 +16,7 @@ import sys
 import threading
 from typing import Any, Iterator
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -155,6 +156,8 @@ class BatchIterator(Iterator[dict]):
     dataset = self._dataset[step:].to_iter_dataset(
         grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if self._num_workers > 0:
+      if not flags.FLAGS.is_parsed():  # grain reads absl flags; scripts without absl.app
+        flags.FLAGS.mark_as_parsed()  # never parse them, and defaults are what we want
       dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._num_workers))
     self._step = step
     self._iterator = iter(dataset)
