@@ -104,7 +104,7 @@ def test_grouped_shapes_is_reproducible(data_root, tmp_path):
 
 class MlvaeToyAdapter(tfds.core.GeneratorBasedBuilder):
   """A registered TFDS dataset standing in for dsprites & co: nested labels, binary pixels,
-  a float field, and only a 'train' split."""
+  a float field, and 'train' and 'validation' but no 'test' split."""
 
   VERSION = tfds.core.Version("1.0.0")
 
@@ -117,10 +117,10 @@ class MlvaeToyAdapter(tfds.core.GeneratorBasedBuilder):
     }))
 
   def _split_generators(self, dl_manager):
-    return {"train": self._generate_examples()}
+    return {"train": self._generate_examples(200), "validation": self._generate_examples(50)}
 
-  def _generate_examples(self):
-    for i in range(200):
+  def _generate_examples(self, num):
+    for i in range(num):
       yield i, {"pixels": np.eye(4, dtype=np.uint8) * (i % 2), "weight": i / 7,
                 "attributes": {"colour": i % 3, "size": i % 5}}
 
@@ -133,7 +133,8 @@ def test_generic_tfds_adapter(data_root):
                        validation_fraction=0.2, batch_size=12, num_groups=3, group_size=4)
   assert data.observation_shape(config) == (4, 4, 1)
   splits = {name: data.load_split(config, name) for name in ("train", "validation", "test")}
-  assert [len(s.labels) for s in splits.values()] == [120, 40, 40]  # test carved from train
+  # TFDS validation is used as is; test, which the dataset lacks, is carved from train.
+  assert [len(s.labels) for s in splits.values()] == [160, 50, 40]
   assert splits["train"].factor_names == ("attributes/colour", "attributes/size")
   assert splits["train"].x.max() == 1.0  # binary pixels are not divided by 255
   batch = next(data.make_batch_iterator(config, "train", seed=0))

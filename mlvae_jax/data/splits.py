@@ -1,8 +1,8 @@
 """Which examples belong to train / validation / test / unseen.
 
-Validation is carved from TFDS 'train' by a permutation with a fixed seed, so it is a
-property of the dataset and does not move with the run's seed. Test is TFDS 'test' (carved
-like validation when the dataset has none). 'unseen' holds every example, from any TFDS split,
+Validation and test are the TFDS splits of those names; one the dataset lacks is carved
+from TFDS 'train' (`validation_fraction` of it) by a permutation with a fixed seed, so it is
+a property of the dataset and does not move with the run's seed. 'unseen' holds every example, from any TFDS split,
 whose group value is listed in `data.unseen_groups`; those values are removed from the other
 three splits, so a model never sees them before the unseen-group evaluation.
 """
@@ -35,7 +35,7 @@ def split_rows(examples: Examples, coding: GroupCoding, data_config: Any, split:
   fraction = float(data_config.validation_fraction)
   if not 0.0 <= fraction < 1.0:
     raise DataError(f"data.validation_fraction={fraction} must be in [0, 1)")
-  if split == "validation" and fraction == 0.0:
+  if split == "validation" and fraction == 0.0 and "validation" not in examples.origin_names:
     raise DataError("split 'validation' is empty: data.validation_fraction is 0; raise it")
   unseen = np.isin(coding.codes, coding.lookup(data_config.unseen_groups))
   if split == "unseen":
@@ -63,8 +63,6 @@ def _seen_rows(examples: Examples, fraction: float, split: str) -> np.ndarray:
         f"the dataset has no TFDS 'train' split (splits: {list(by_origin)}); use a dataset "
         "with a 'train' split"
     )
-  has_test = "test" in by_origin
-  validation, *test, train = _carve(by_origin["train"], fraction, 1 if has_test else 2)
-  chosen = {"train": train, "validation": validation,
-            "test": by_origin["test"] if has_test else test[0]}
-  return chosen[split]
+  missing = [name for name in ("validation", "test") if name not in by_origin]
+  *carved, train = _carve(by_origin["train"], fraction, len(missing))
+  return dict(by_origin, train=train, **dict(zip(missing, carved)))[split]
