@@ -43,13 +43,13 @@ class Batcher:
     self._codes = codes[self._rows]
     self._factors = None if factors is None else factors[self._rows]
     self._policy = policy
-    self._entropy = [seed & 0xFFFFFFFF, _SPLIT_SALT[split]]
+    self._entropy = [seed % (1 << 64), _SPLIT_SALT[split]]
     self._process_index = process_index
     self._local_n = batch_size // len(shards)
     self._local_g = num_groups // len(shards)
     self._num_groups = num_groups
     self._finite = finite
-    self._counts: list[int] = []  # batches per epoch, common to all processes
+    self._ends: list[int] = []  # cumulative batches at the end of each epoch (all processes)
     self._plans: dict[int, policies.Plan] = {}
     self._lock = threading.Lock()
 
@@ -86,27 +86,24 @@ class Batcher:
     """The same for every process: the fewest of any process when training forever (extra
     batches dropped), the most when finite (missing ones all padding, so eval sees all)."""
     with self._lock:
-      while len(self._counts) <= epoch:
-        if self._policy.constant_count and self._counts:
-          self._counts.append(self._counts[0])
-          continue
-        e = len(self._counts)
-        counts = [len(self._plan(e, p)) for p in range(len(self._shard_codes))]
-        self._counts.append(max(counts) if self._finite else min(counts))
-      return self._counts[epoch]
+      while len(self._ends) <= epoch:
+        e = len(self._ends)
+        if self._policy.constant_count and e:
+          count = self._ends[0]
+        else:
+          counts = [len(self._plan(e, p)) for p in range(len(self._shard_codes))]
+          count = max(counts) if self._finite else min(counts)
+        self._ends.append((self._ends[-1] if e else 0) + count)
+      return self._ends[epoch] - (self._ends[epoch - 1] if epoch else 0)
 
   def locate(self, step: int) -> tuple[int, int]:
     """(epoch, batch index in epoch) of a global step."""
     if self._policy.constant_count:
       return divmod(step, self.batches_in_epoch(0))
-    epoch = 0
-    while True:
-      self.batches_in_epoch(epoch)
-      ends = np.cumsum(self._counts)
-      if ends[-1] > step:
-        epoch = bisect.bisect_right(ends.tolist(), step)
-        return epoch, step - (int(ends[epoch - 1]) if epoch else 0)
-      epoch = len(self._counts)
+    while not self._ends or self._ends[-1] <= step:
+      self.batches_in_epoch(len(self._ends))
+    epoch = bisect.bisect_right(self._ends, step)
+    return epoch, step - (self._ends[epoch - 1] if epoch else 0)
 
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     epoch, index = self.locate(int(step))
