@@ -13,6 +13,7 @@ Multi-host: give every process --coordinator_address=HOST:PORT --num_processes=P
 --distributed on a cluster JAX detects itself (SLURM, Cloud TPU).
 """
 
+import json
 import os
 import sys
 
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> None:
     if _MODE.value == "train":
       train.train_and_evaluate(config, _WORKDIR.value)
     else:
-      train.evaluate(config, _WORKDIR.value)
+      print(json.dumps(train.evaluate(config, _WORKDIR.value), sort_keys=True))
   except SetupError as e:
     sys.exit(f"launch.py: error: {e}")
 

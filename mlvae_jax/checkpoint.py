@@ -65,11 +65,13 @@ def _options(
             keep_checkpoints_without_metrics=False,
         )
     )
+  # Reading uses create/cleanup/save_interval off rather than orbax's read_only, which warns
+  # on every open; `Checkpoints` never saves or deletes through a reading manager.
   return ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      read_only=read_only,
       create=not read_only,
       cleanup_tmp_directories=not read_only,
+      save_interval_steps=0 if read_only else 1,
       **best,
   )
 
@@ -114,6 +116,7 @@ class Checkpoints:
       read_only: bool = False,
   ):
     self.directory = checkpoint_dir(workdir)
+    self.read_only = read_only
     if read_only and not os.path.isdir(self.directory):
       self._manager = None
       return
@@ -139,7 +142,8 @@ class Checkpoints:
     }
     leaves, _ = jax.tree_util.tree_flatten_with_path(abstract_state)
     expected = {_leaf_name(path): tuple(leaf.shape) for path, leaf in leaves}
-    for name in sorted(set(stored) | set(expected)):
+    params_first = lambda name: (not name.startswith("params."), name)  # noqa: E731
+    for name in sorted(set(stored) | set(expected), key=params_first):
       if stored.get(name) != expected.get(name):
         raise SetupError(
             f"checkpoint {self.directory}/{step} does not match the config: '{name}' is "
@@ -180,6 +184,8 @@ class Checkpoints:
       metrics: Mapping[str, float] | None = None,
   ) -> None:
     """Saves all three items (asynchronously; all processes must call it)."""
+    if self.read_only:
+      raise RuntimeError(f"checkpoints of {self.directory} were opened read-only")
     items = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data_iter=ocp.args.JsonSave({"processes": _gather_process_states(data_state)}),

@@ -9,11 +9,12 @@ Nothing is written to the workdir before every input has been checked (workdir.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -23,12 +24,12 @@ import numpy as np
 import optax
 
 from mlvae_jax import checkpoint as checkpoint_lib
+from mlvae_jax import data as data_lib
 from mlvae_jax import evaluation
 from mlvae_jax import metrics_writer
 from mlvae_jax import objectives
 from mlvae_jax import sharding
 from mlvae_jax import workdir as workdir_lib
-from mlvae_jax.data import make_batch_iterator
 from mlvae_jax.groups import validate_batch
 from mlvae_jax.models import build_model
 from mlvae_jax.workdir import SetupError
@@ -80,7 +81,7 @@ def make_train_step(
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
     )
@@ -118,55 +119,118 @@ def with_shardings(abstract: Any, shardings: Any) -> Any:
   )
 
 
-class _Run:
-  """What train and eval share: the mesh, data, model, loss and abstract state of a config."""
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """What a config and the visible devices determine, before any data or file is touched."""
 
-  def __init__(self, config: ml_collections.ConfigDict, *, train: bool):
-    check_config(config)
-    self.config = config
-    self.mesh = sharding.make_mesh(config.mesh)
-    sharding.check_batch_size(config.data.batch_size, self.mesh)
-    try:
-      iterator = lambda split: make_batch_iterator(  # noqa: E731
-          config.data, split, seed=config.seed,
-          process_index=jax.process_index(), process_count=jax.process_count(),
-      )
-      self.train_iter = iterator("train") if train else None
-      self.val_iter = iterator("validation")
-      self.observation_shape = tuple(self.val_iter.observation_shape)
-      self.model = build_model(config.model, self.observation_shape)
-      self.loss_fn = objectives.make_loss_fn(self.model, config)
-      evaluation.evaluator_names(config)
-    except (ValueError, KeyError) as e:  # the builders' messages name the bad config field
-      raise SetupError(str(e).splitlines()[0]) from e
-    self.tx, self.schedule = make_optimizer(config.optim, config.train.num_steps)
-    self.init = init_state(self.model, self.tx, self.observation_shape, config.seed)
-    abstract = jax.eval_shape(self.init)
-    self.state_shardings = sharding.replicate_tree(abstract, self.mesh)
-    self.abstract_state = with_shardings(abstract, self.state_shardings)
-    self.replicated = sharding.replicated(self.mesh)
-    self.batch_sharding = sharding.batch_sharding(self.mesh)
-    self._val_start = self.val_iter.get_state()
-    self._eval_step = jax.jit(
-        lambda params, batch, rng: self.loss_fn(params, batch, rng)[1],
-        in_shardings=(self.state_shardings.params, self.batch_sharding, self.replicated),
-        out_shardings=self.replicated,
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  model: flax.linen.Module
+  loss_fn: LossFn
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  init: Callable[[], TrainState]
+  state_shardings: Any  # a TrainState of NamedShardings
+  abstract_state: Any  # a TrainState of ShapeDtypeStructs with those shardings
+
+  @property
+  def batch_sharding(self) -> jax.sharding.NamedSharding:
+    return sharding.batch_sharding(self.mesh)
+
+  @property
+  def replicated(self) -> jax.sharding.NamedSharding:
+    return sharding.replicated(self.mesh)
+
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+  """Checks `config` against the devices and builds model, loss, optimiser and state shapes.
+
+  Raises SetupError (one line) for any bad value, so callers fail before writing anything.
+  """
+  check_config(config)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(config.data.batch_size, mesh)
+  try:
+    observation_shape = tuple(data_lib.observation_shape(config.data))
+    model = build_model(config.model, observation_shape)
+    loss_fn = objectives.make_loss_fn(model, config)
+    evaluation.evaluator_names(config)
+  except (ValueError, KeyError) as e:  # the builders' messages name the bad config field
+    raise SetupError(str(e).strip().splitlines()[0]) from e
+  tx, schedule = make_optimizer(config.optim, config.train.num_steps)
+  init = init_state(model, tx, observation_shape, config.seed)
+  abstract = jax.eval_shape(init)
+  shardings = sharding.replicate_tree(abstract, mesh)
+  _check_best_metric(config, loss_fn, abstract.params, observation_shape)
+  return Setup(
+      config, mesh, model, loss_fn, tx, schedule, init, shardings,
+      with_shardings(abstract, shardings),
+  )
+
+
+def _check_best_metric(
+    config: ml_collections.ConfigDict, loss_fn: LossFn, params: Any, observation_shape: tuple
+) -> None:
+  """keep_best_metric must name a validation metric the loss reports (shapes only)."""
+  if not config.train.keep_best_metric:
+    return
+  n = config.data.batch_size
+  batch = {
+      "x": jax.ShapeDtypeStruct((n, *observation_shape), jnp.float32),
+      "group_ids": jax.ShapeDtypeStruct((n,), jnp.int32),
+      "mask": jax.ShapeDtypeStruct((n,), jnp.bool_),
+  }
+  _, metrics = jax.eval_shape(loss_fn, params, batch, jax.random.key(0))
+  valid = sorted(f"val/{k}" for k in metrics)
+  name, _ = checkpoint_lib.best_mode(config.train.keep_best_metric)
+  if name not in valid:
+    raise SetupError(
+        f"config.train.keep_best_metric={config.train.keep_best_metric!r} is not a validation "
+        f"metric; use one of {valid} (optionally prefixed 'min:' or 'max:')"
     )
 
-  def device_batch(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-    if self.config.train.debug_checks:
-      validate_batch(host_batch, self.config.data.num_groups)
-    return sharding.global_batch({k: host_batch[k] for k in STEP_KEYS}, self.mesh)
 
-  def validate(self, params: Any) -> dict[str, float]:
-    """Mean loss metrics over the first eval.num_batches validation batches ('val/...')."""
-    self.val_iter.set_state(self._val_start)
-    rng = jax.random.key(self.config.seed + 1)
+def _make_iterator(config: ml_collections.ConfigDict, split: str) -> Any:
+  try:
+    return data_lib.make_batch_iterator(
+        config.data, split, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+  except ValueError as e:  # DataError: the split cannot give the configured batches
+    raise SetupError(str(e).strip().splitlines()[0]) from e
+
+
+def device_batch(run: Setup, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+  """This process's rows of a batch -> the global batch, sharded along observations."""
+  if run.config.train.debug_checks:
+    validate_batch(host_batch, run.config.data.num_groups)
+  return sharding.global_batch({k: host_batch[k] for k in STEP_KEYS}, run.mesh)
+
+
+class Validation:
+  """Mean loss metrics ('val/...') over the same first eval.num_batches validation batches
+  and noise at every call, so values are comparable across steps (and keep-best is fair)."""
+
+  def __init__(self, run: Setup):
+    self.run = run
+    self.iterator = _make_iterator(run.config, "validation")
+    self.start = self.iterator.get_state()
+    self.step = jax.jit(
+        lambda params, batch, rng: run.loss_fn(params, batch, rng)[1],
+        in_shardings=(run.state_shardings.params, run.batch_sharding, run.replicated),
+        out_shardings=run.replicated,
+    )
+
+  def __call__(self, params: Any) -> dict[str, float]:
+    self.iterator.set_state(self.start)
+    config = self.run.config
+    rng = jax.random.key(config.seed + 1)
     totals: dict[str, jax.Array] = {}
-    for i in range(self.config.eval.num_batches):
-      metrics = self._eval_step(params, self.device_batch(next(self.val_iter)), jax.random.fold_in(rng, i))
+    for i in range(config.eval.num_batches):
+      batch = device_batch(self.run, next(self.iterator))
+      metrics = self.step(params, batch, jax.random.fold_in(rng, i))
       totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
-    return {f"val/{k}": float(v) / self.config.eval.num_batches for k, v in jax.device_get(totals).items()}
+    return {f"val/{k}": float(v) / config.eval.num_batches for k, v in jax.device_get(totals).items()}
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -194,36 +258,45 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise SetupError(f"config.{key}={value!r} is invalid; use {expected}")
 
 
-def _plan(run: _Run, workdir: str) -> tuple[checkpoint_lib.Checkpoints, workdir_lib.ResumePlan]:
+def _plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
   """Reads the workdir's checkpoints and decides what to do with them (writes nothing)."""
   workdir_lib.check_writable(workdir)
-  existing = checkpoint_lib.Checkpoints(workdir)
-  steps = existing.steps()
-  saved = existing.saved_config(steps[-1]) if steps else None
-  plan = workdir_lib.plan_resume(run.config, workdir, steps, saved)
-  if plan.resume_step is not None:
-    existing.check_shapes(plan.resume_step, run.abstract_state)
-  return existing, plan
+  existing = checkpoint_lib.Checkpoints(workdir, read_only=True)
+  try:
+    steps = existing.steps()
+    saved = existing.saved_config(steps[-1]) if steps else None
+    plan = workdir_lib.plan_resume(run.config, workdir, steps, saved)
+    if plan.resume_step is not None:
+      existing.check_shapes(plan.resume_step, run.abstract_state)
+  finally:
+    existing.close()
+  return plan
 
 
-def _start(run: _Run, workdir: str, plan: workdir_lib.ResumePlan) -> tuple[
-    checkpoint_lib.Checkpoints, TrainState
-]:
-  """First writes: discard a restarted run's files, config.json, then the initial state."""
+def _start(
+    run: Setup, workdir: str, plan: workdir_lib.ResumePlan, train_iter: Any
+) -> tuple[checkpoint_lib.Checkpoints, TrainState]:
+  """The first writes: a restart's old files go, config.json, then the state (new or restored)."""
   if jax.process_index() == 0:
     if plan.discard_steps:
-      shutil.rmtree(checkpoint_lib.checkpoint_dir(workdir))
-      for name in (metrics_writer.METRICS_FILE, workdir_lib.FINAL_METRICS_FILE):
-        if os.path.exists(os.path.join(workdir, name)):
-          os.remove(os.path.join(workdir, name))
+      _discard_run(workdir)
     workdir_lib.write_config(run.config, workdir)
   checkpoints = checkpoint_lib.Checkpoints(workdir, run.config.train)
   if plan.resume_step is None:
-    state = jax.jit(run.init, out_shardings=run.state_shardings)()
-  else:
-    state, data_state = checkpoints.restore(plan.resume_step, run.abstract_state)
-    run.train_iter.set_state(data_state)
+    return checkpoints, jax.jit(run.init, out_shardings=run.state_shardings)()
+  state, data_state = checkpoints.restore(plan.resume_step, run.abstract_state)
+  train_iter.set_state(data_state)
   return checkpoints, state
+
+
+def _discard_run(workdir: str) -> None:
+  """What config.train.resume='restart' throws away: checkpoints and the old run's records."""
+  shutil.rmtree(checkpoint_lib.checkpoint_dir(workdir))
+  for name in (metrics_writer.TENSORBOARD_DIR, "eval"):
+    shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+  for name in (metrics_writer.METRICS_FILE, workdir_lib.FINAL_METRICS_FILE):
+    if os.path.exists(os.path.join(workdir, name)):
+      os.remove(os.path.join(workdir, name))
 
 
 class _Window:
@@ -262,12 +335,13 @@ class _Window:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains per `config` in `workdir` (resuming if it holds this run), evaluates, returns
-  the final metrics (also written to WORKDIR/final_metrics.json)."""
-  run = _Run(config, train=True)
-  existing, plan = _plan(run, workdir)
-  existing.close()
-  checkpoints, state = _start(run, workdir, plan)
+  """Trains per `config` in `workdir` (resuming the run there, see config.train.resume),
+  then evaluates; returns the final metrics, also written to WORKDIR/final_metrics.json."""
+  run = setup(config)
+  plan = _plan(run, workdir)
+  train_iter = _make_iterator(config, "train")
+  validate = Validation(run)
+  checkpoints, state = _start(run, workdir, plan, train_iter)
   train = config.train
   start = int(jax.device_get(state.step))
   writer = metrics_writer.MetricsWriter(
@@ -282,7 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   window = _Window(config.data.batch_size)
   record: dict[str, float] = {}
   for step in range(start + 1, train.num_steps + 1):
-    state, metrics = step_fn(state, run.device_batch(next(run.train_iter)))
+    state, metrics = step_fn(state, device_batch(run, next(train_iter)))
     window.add(metrics)
     last = step == train.num_steps
     if step % train.log_every == 0 or last:
@@ -293,18 +367,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     saving = step % train.checkpoint_every == 0 or last
     evaluating = step % train.eval_every == 0 or last or (saving and train.keep_best_metric)
     if evaluating:
-      val = run.validate(state.params)
+      val = validate(state.params)
       writer.write(step, val)
       record.update(val)
     if saving:
-      checkpoints.save(step, state, run.train_iter.get_state(), config, record)
+      checkpoints.save(step, state, train_iter.get_state(), config, record)
     if step == start + 1 or evaluating or saving:
       window.restart_clock()  # compilation, evaluation and saving are not step time
   writer.close()
   checkpoints.close()
   final = {"step": train.num_steps, **record}
-  if "val/loss" not in final:  # resumed a finished run: nothing was trained now
-    final.update(run.validate(state.params))
+  if "val/loss" not in final:  # the run was finished already: nothing was trained now
+    final.update(validate(state.params))
   final.update(_run_evaluators(config, state.params, run, workdir, train.num_steps))
   if jax.process_index() == 0:
     with open(os.path.join(workdir, workdir_lib.FINAL_METRICS_FILE), "w") as f:
@@ -313,7 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _run_evaluators(
-    config: ml_collections.ConfigDict, params: Any, run: _Run, workdir: str, step: int
+    config: ml_collections.ConfigDict, params: Any, run: Setup, workdir: str, step: int
 ) -> dict[str, float]:
   """The configured evaluation protocols, on process 0 with a host copy of the parameters
   (they are replicated, so every process holds them whole); {} on other processes."""
@@ -323,15 +397,33 @@ def _run_evaluators(
   return evaluation.run_evaluators(config, host_params, run.model, workdir, step=step)
 
 
+def restore_state(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> tuple[TrainState, int, Setup]:
+  """(state, step, setup) of a checkpoint of `workdir`, placed on config.mesh.
+
+  `step` defaults to the best checkpoint by config.train.keep_best_metric, else the latest.
+  The mesh may differ from the one the run was trained on (e.g. 1 device for an 8-device run).
+  """
+  run = setup(config)
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config.train, read_only=True)
+  try:
+    steps = checkpoints.steps()
+    if not steps:
+      raise SetupError(f"workdir {workdir} holds no checkpoint; train there first")
+    step = checkpoints.best_step() if step is None else step
+    if step not in steps:
+      raise SetupError(f"workdir {workdir} has no checkpoint at step {step}; it has {steps}")
+    state, _ = checkpoints.restore(step, run.abstract_state, with_data=False)
+  finally:
+    checkpoints.close()
+  return state, step, run
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Restores the workdir's best (or latest) checkpoint onto config.mesh and evaluates it."""
-  run = _Run(config, train=False)
-  checkpoints = checkpoint_lib.Checkpoints(workdir)
-  steps = checkpoints.steps()
-  if not steps:
-    raise SetupError(f"workdir {workdir} holds no checkpoint to evaluate; train there first")
-  state, _ = checkpoints.restore(steps[-1], run.abstract_state, with_data=False)
-  checkpoints.close()
-  metrics = {"step": steps[-1], **run.validate(state.params)}
-  metrics.update(_run_evaluators(config, state.params, run, workdir, steps[-1]))
+  """`--mode=eval`: restores the workdir's best (or latest) checkpoint onto config.mesh and
+  runs validation and the evaluators; returns their metrics (the evaluators write eval/)."""
+  state, step, run = restore_state(config, workdir)
+  metrics = {"step": step, **Validation(run)(state.params)}
+  metrics.update(_run_evaluators(config, state.params, run, workdir, step))
   return metrics
