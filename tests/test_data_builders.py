@@ -125,9 +125,15 @@ class MlvaeToyAdapter(tfds.core.GeneratorBasedBuilder):
                 "attributes": {"colour": i % 3, "size": i % 5}}
 
 
-def test_generic_tfds_adapter(data_root):
+@pytest.fixture(scope="session")
+def toy_adapter(data_root):
   tfds.builder("mlvae_toy_adapter", data_dir=str(data_root),
                file_format="array_record").download_and_prepare()
+  return data_root
+
+
+def test_generic_tfds_adapter(toy_adapter):
+  data_root = toy_adapter
   config = make_config(data_root, name="tfds", tfds_name="mlvae_toy_adapter",
                        image_key="pixels", group_by="attributes/colour",
                        validation_fraction=0.2, batch_size=12, num_groups=3, group_size=4)
@@ -141,7 +147,12 @@ def test_generic_tfds_adapter(data_root):
   assert batch["x"].shape == (12, 4, 4, 1) and batch["mask"].all()
 
 
-def test_generic_adapter_errors(data_root):
+def test_generic_adapter_errors(toy_adapter):
+  data_root = toy_adapter
+  config = make_config(data_root, name="tfds", tfds_name="mlvae_toy_adapter", image_key="picture")
+  with pytest.raises(data.DataError, match="no image feature 'picture'.*'pixels'"):
+    data.load_split(config, "train")
+  assert not list((data_root / "mlvae_numpy").rglob(".tmp-*"))  # no half-written cache left
   with pytest.raises(data.DataError, match="no usable dataset 'no_such_dataset'"):
     data.load_split(make_config(data_root, name="tfds", tfds_name="no_such_dataset"), "train")
   with pytest.raises(data.DataError, match="is not prepared.*tfds build mnist"):
@@ -192,6 +203,16 @@ def test_mnist_missing_directory_and_file(tmp_path):
   _write_idx(manual / "train-images-idx3-ubyte", (60000, 28, 28))
   with pytest.raises(data.DataError, match=f"train-labels-idx1-ubyte.gz .*missing from {manual}"):
     data.load_split(_mnist_config(tmp_path, manual), "train")
+
+
+def test_mnist_download_failure_points_to_manual_directory():
+  class Offline:
+    def download(self, urls):
+      raise OSError("Network is unreachable")
+
+  with pytest.raises(data.DataError, match="could not download MNIST.*Network is unreachable.*"
+                     "t10k-labels-idx1-ubyte.gz.*set data.manual_dir"):
+    mnist_builder.download_files(Offline())
 
 
 def test_mnist_checksum_mismatch_names_the_file(tmp_path):

@@ -35,7 +35,9 @@ class Split:
   factor_names: tuple[str, ...] | None
 
 
-def _examples_and_rows(data_config: Any, split: str) -> tuple[sources.Examples, GroupCoding, np.ndarray]:
+def _examples_and_rows(
+    data_config: Any, split: str
+) -> tuple[sources.Examples, GroupCoding, np.ndarray]:
   if split not in splits.SPLITS:  # before any preparation work
     raise DataError(f"unknown split {split!r}; choose one of {', '.join(splits.SPLITS)}")
   examples = sources.load_examples(data_config)

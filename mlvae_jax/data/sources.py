@@ -9,6 +9,7 @@ memory-map the cache and touch only their own rows.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import pathlib
@@ -59,9 +60,8 @@ def data_dir(data_config: Any) -> pathlib.Path:
 
 
 def _spec(data_config: Any) -> _Spec:
-  # Imported here: tensorflow_datasets takes seconds to import and most callers never need it.
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
+  # Imported on first use: tensorflow_datasets takes seconds to import, and
+  # `observation_shape` of the built-in datasets never needs it.
   from mlvae_jax.data import builders  # pylint: disable=import-outside-toplevel
 
   name, root = data_config.name, str(data_dir(data_config))
@@ -138,6 +138,23 @@ def _data_sources(spec: _Spec) -> Mapping[str, Any]:
     ) from e
 
 
+def _decode_chunks(source: Any, spec: _Spec):
+  """(images [c, H, W, C], {field: [c]}) for consecutive chunks of a TFDS data source."""
+  for start in range(0, len(source), _CHUNK):
+    chunk = range(start, min(start + _CHUNK, len(source)))
+    records = [_flatten(r) for r in source.__getitems__(chunk)]
+    if spec.image_key not in records[0]:
+      raise DataError(
+          f"{spec.builder.name} has no image feature {spec.image_key!r} (features: "
+          f"{sorted(records[0])}); set data.image_key to one of them"
+      )
+    images = np.stack([np.asarray(r[spec.image_key]) for r in records])
+    fields = {key: np.asarray([r[key] for r in records]) for key, value in records[0].items()
+              if key != spec.image_key and np.ndim(value) == 0
+              and np.asarray(value).dtype.kind in "biuf"}
+    yield (images[..., None] if images.ndim == 3 else images), fields
+
+
 def _write_cache(spec: _Spec, target: pathlib.Path) -> None:
   """Decodes every record once into images.npy + fields.npz + meta.json (atomic rename)."""
   sources = _data_sources(spec)
@@ -145,41 +162,32 @@ def _write_cache(spec: _Spec, target: pathlib.Path) -> None:
   total = sum(len(sources[n]) for n in names)
   target.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-  images, fields, offset, origin = None, {}, 0, []
-  for code, split in enumerate(names):
-    source = sources[split]
-    origin.append(np.full(len(source), code, np.int8))
-    for start in range(0, len(source), _CHUNK):
-      records = [_flatten(r) for r in source.__getitems__(range(start, min(start + _CHUNK, len(source))))]
-      if spec.image_key not in records[0]:
-        raise DataError(
-            f"{spec.builder.name} has no image feature {spec.image_key!r} (features: "
-            f"{sorted(records[0])}); set data.image_key to one of them"
-        )
-      batch = np.stack([np.asarray(r[spec.image_key]) for r in records])
-      batch = batch[..., None] if batch.ndim == 3 else batch
-      if images is None:
-        images = np.lib.format.open_memmap(tmp / "images.npy", "w+", batch.dtype,
-                                           (total,) + batch.shape[1:])
-      images[offset:offset + len(batch)] = batch
-      for key, value in records[0].items():
-        if key != spec.image_key and np.ndim(value) == 0 and np.asarray(value).dtype.kind in "biuf":
-          fields.setdefault(key, []).append(np.asarray([r[key] for r in records]))
-      offset += len(batch)
-  images.flush()
-  fields = {k: np.concatenate(v) for k, v in fields.items()}
-  np.savez(tmp / "fields.npz", **fields, **{_ORIGIN: np.concatenate(origin)})
-  scale = spec.pixel_scale or _infer_pixel_scale(images)
-  factor_names = spec.factor_names
-  if spec.generic:
-    factor_names = tuple(k for k in sorted(fields) if fields[k].dtype.kind in "biu") or None
-  meta = dict(format=_CACHE_FORMAT, origin_names=names, pixel_scale=scale,
-              factor_names=factor_names)
-  (tmp / "meta.json").write_text(json.dumps(meta))
   try:
+    images, fields, offset = None, {_ORIGIN: []}, 0
+    for code, split in enumerate(names):
+      fields[_ORIGIN].append(np.full(len(sources[split]), code, np.int8))
+      for chunk, chunk_fields in _decode_chunks(sources[split], spec):
+        if images is None:
+          images = np.lib.format.open_memmap(tmp / "images.npy", "w+", chunk.dtype,
+                                             (total,) + chunk.shape[1:])
+        images[offset:offset + len(chunk)] = chunk
+        offset += len(chunk)
+        for key, values in chunk_fields.items():
+          fields.setdefault(key, []).append(values)
+    images.flush()
+    fields = {k: np.concatenate(v) for k, v in fields.items()}
+    np.savez(tmp / "fields.npz", **fields)
+    factor_names = spec.factor_names
+    if spec.generic:
+      factor_names = tuple(k for k in sorted(fields) if k != _ORIGIN
+                           and fields[k].dtype.kind in "biu") or None
+    meta = dict(format=_CACHE_FORMAT, origin_names=names, factor_names=factor_names,
+                pixel_scale=spec.pixel_scale or _infer_pixel_scale(images))
+    (tmp / "meta.json").write_text(json.dumps(meta))
     os.replace(tmp, target)
-  except OSError:  # another process finished the same cache first
+  except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
+    raise
 
 
 def _infer_pixel_scale(images: np.ndarray) -> float:
@@ -192,11 +200,17 @@ def prepare(data_config: Any) -> pathlib.Path:
   """Prepares the dataset (TFDS) and its numpy cache if needed; returns the cache directory."""
   spec = _spec(data_config)
   root = data_dir(data_config)
-  if not spec.generic and not spec.builder.is_prepared():
-    spec.builder.download_and_prepare()
   cache = _cache_dir(spec, root)
-  if not (cache / "meta.json").is_file():
-    _write_cache(spec, cache)
+  if (cache / "meta.json").is_file():
+    return cache
+  root.mkdir(parents=True, exist_ok=True)
+  with open(root / ".prepare.lock", "w") as lock:
+    # Processes sharing a data_dir (multi-host on one machine) prepare one at a time.
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not spec.generic and not spec.builder.is_prepared():
+      spec.builder.download_and_prepare()
+    if not (cache / "meta.json").is_file():
+      _write_cache(spec, cache)
   return cache
 
 

@@ -2,9 +2,10 @@
 
 Validation and test are the TFDS splits of those names; one the dataset lacks is carved
 from TFDS 'train' (`validation_fraction` of it) by a permutation with a fixed seed, so it is
-a property of the dataset and does not move with the run's seed. 'unseen' holds every example, from any TFDS split,
-whose group value is listed in `data.unseen_groups`; those values are removed from the other
-three splits, so a model never sees them before the unseen-group evaluation.
+a property of the dataset and does not move with the run's seed. 'unseen' holds every
+example, from any TFDS split, whose group value is listed in `data.unseen_groups`; those
+values are removed from the other three splits, so a model never sees them before the
+unseen-group evaluation.
 """
 
 from __future__ import annotations
