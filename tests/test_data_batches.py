@@ -239,6 +239,10 @@ def test_bad_configs_raise_clear_errors(data_root, overrides, message):
 
 def test_bad_requests_raise_clear_errors(data_root):
   config = make_config(data_root)
+  with pytest.raises(data.DataError, match="resolution=16 is not supported"):
+    data.observation_shape(make_config(data_root, name="grouped_shapes", resolution=16))
+  with pytest.raises(data.DataError, match="unknown dataset data.name='svhn'"):
+    data.observation_shape(make_config(data_root, name="svhn"))
   with pytest.raises(data.DataError, match="unknown split 'dev'"):
     data.make_batch_iterator(config, "dev", seed=0)
   with pytest.raises(data.DataError, match="set data.unseen_groups"):

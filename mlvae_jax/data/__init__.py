@@ -55,8 +55,10 @@ def load_split(data_config: Any, split: str) -> Split:
 
 def observation_shape(data_config: Any) -> tuple[int, ...]:
   """[H, W, C] of one observation; datasets other than the built-in ones are prepared."""
-  static = {"digits": (8, 8, 1), "mnist": (28, 28, 1),
-            "grouped_shapes": (data_config.resolution, data_config.resolution, 1)}
+  if data_config.name == "grouped_shapes":
+    sources.check_shapes_config(data_config)
+    return (data_config.resolution, data_config.resolution, 1)
+  static = {"digits": (8, 8, 1), "mnist": (28, 28, 1)}
   if data_config.name in static:
     return static[data_config.name]
   return tuple(sources.load_examples(data_config).images.shape[1:])

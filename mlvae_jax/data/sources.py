@@ -59,6 +59,16 @@ def data_dir(data_config: Any) -> pathlib.Path:
   return pathlib.Path(data_config.data_dir or "~/.cache/mlvae_jax/tfds").expanduser()
 
 
+def check_shapes_config(data_config: Any) -> None:
+  if data_config.resolution not in (32, 64):
+    raise DataError(
+        f"data.resolution={data_config.resolution} is not supported by grouped_shapes; "
+        "use 32 or 64"
+    )
+  if data_config.num_examples < 1:
+    raise DataError(f"data.num_examples={data_config.num_examples} must be >= 1")
+
+
 def _spec(data_config: Any) -> _Spec:
   # Imported on first use: tensorflow_datasets takes seconds to import, and
   # `observation_shape` of the built-in datasets never needs it.
@@ -72,13 +82,7 @@ def _spec(data_config: Any) -> _Spec:
     manual = data_config.manual_dir or None
     return _Spec(builders.Mnist(manual_dir=manual, **kwargs), "image", 255.0, None, False)
   if name == "grouped_shapes":
-    if data_config.resolution not in (32, 64):
-      raise DataError(
-          f"data.resolution={data_config.resolution} is not supported by grouped_shapes; "
-          "use 32 or 64"
-      )
-    if data_config.num_examples < 1:
-      raise DataError(f"data.num_examples={data_config.num_examples} must be >= 1")
+    check_shapes_config(data_config)
     config = builders.GroupedShapesConfig.create(
         data_config.resolution, data_config.num_examples,
         int(data_config.get("generation_seed", 0)))
