@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.group_by = "label"  # field (or comma-separated fields) whose value defines a group
   c.data.resolution = 32  # grouped_shapes: 32 or 64
   c.data.num_examples = 20000  # grouped_shapes: examples generated for the train split
+  c.data.generation_seed = 0  # grouped_shapes: seed of the generated images (not config.seed)
   c.data.batch_size = 256  # N: observations per global batch
   c.data.num_groups = 32  # G: group slots per global batch
   c.data.group_policy = "fixed"  # fixed | uniform | natural | iid

@@ -1,8 +1,10 @@
 """Segment operations over ragged groups with static shapes.
 
-A batch holds N observations in at most G group slots (DESIGN.md section 2). Group ids are
-sorted, padding rows carry id G and are dropped by `jax.ops.segment_sum`, so every function
-here compiles once per (N, G) whatever the group sizes are.
+A batch holds N observations in at most G group slots (DESIGN.md section 2). Each host's
+batch has sorted ids and padding rows with id G, dropped by `jax.ops.segment_sum`, so every
+function here compiles once per (N, G) whatever the group sizes are. A multi-host global batch
+is the hosts' batches end to end, so a host's padding (id G) may precede the next host's ids:
+the segment ops therefore never assume globally sorted ids.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 def segment_sum(values: jax.Array, group_ids: jax.Array, num_groups: int) -> jax.Array:
   """Sums rows of `values` per group; ids outside [0, num_groups) are dropped."""
-  return jax.ops.segment_sum(values, group_ids, num_segments=num_groups, indices_are_sorted=True)
+  return jax.ops.segment_sum(values, group_ids, num_segments=num_groups)
 
 
 def group_sizes(group_ids: jax.Array, num_groups: int, mask: jax.Array) -> jax.Array:
@@ -45,9 +47,7 @@ def _masked_segment_logsumexp(
   neg_inf = jnp.asarray(-jnp.inf, values.dtype)
   row_mask = mask.reshape(mask.shape + (1,) * (values.ndim - 1))
   masked = jnp.where(row_mask, values, neg_inf)
-  group_max = jax.ops.segment_max(
-      masked, group_ids, num_segments=num_groups, indices_are_sorted=True
-  )
+  group_max = jax.ops.segment_max(masked, group_ids, num_segments=num_groups)
   # Empty groups have max -inf; shift by 0 there so no inf - inf appears.
   safe_max = jnp.where(jnp.isfinite(group_max), group_max, 0.0)
   shifted = jnp.exp(masked - gather_to_members(jax.lax.stop_gradient(safe_max), group_ids))

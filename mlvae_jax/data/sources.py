@@ -85,7 +85,7 @@ def _spec(data_config: Any) -> _Spec:
     check_shapes_config(data_config)
     config = builders.GroupedShapesConfig.create(
         data_config.resolution, data_config.num_examples,
-        int(data_config.get("generation_seed", 0)))
+        int(data_config.generation_seed))
     return _Spec(builders.GroupedShapes(config=config, **kwargs), "image", 255.0,
                  shapes.FACTOR_NAMES, False)
   if name == "tfds":
