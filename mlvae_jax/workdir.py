@@ -103,7 +103,7 @@ def describe_flag_error(argv: Sequence[str], error: Exception) -> str:
       return unknown_key_message(config, key)
     if key in valid and f"--config.{override}" in message:
       expected = type(valid[key]).__name__
-      return f"--config.{override}: config.{key} takes a {expected}, got {raw!r}"
+      return f"--config.{override}: config.{key} must be of type {expected}, got {raw!r}"
   return re.sub(r"^flag ", "", message)
 
 

@@ -1,0 +1,123 @@
+"""launch.py end to end in temp workdirs: runs, resume, eval on 1 device, and every bad
+input of the issue (one line, non-zero exit, workdir untouched)."""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = "--config=experiments/digits.py:smoke"
+
+
+def run_launch(*args: str, devices: int = 8, timeout: float = 300) -> subprocess.CompletedProcess:
+  """`python launch.py ARGS` from the repository root with `devices` CPU devices."""
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(path: pathlib.Path) -> dict[str, tuple[int, int]] | None:
+  """Every file under `path` with its size and mtime (None if `path` does not exist)."""
+  if not path.exists():
+    return None
+  return {str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(path.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A workdir after `launch.py` trained the smoke config for 2 steps on 8 devices."""
+  workdir = tmp_path_factory.mktemp("launch") / "run"
+  result = run_launch(SMOKE, f"--workdir={workdir}", "--config.train.num_steps=2")
+  assert result.returncode == 0, result.stderr
+  return workdir, result
+
+
+def test_one_step_run_writes_config_metrics_checkpoint(tmp_path):
+  result = run_launch(SMOKE, f"--workdir={tmp_path}", "--config.train.num_steps=1")
+  assert result.returncode == 0, result.stderr
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["train"]["num_steps"] == 1 and config["model"]["hidden"] == 32
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+  assert (tmp_path / "metrics.jsonl").read_text().count("train/loss") == 1
+
+
+def test_few_step_run_is_quiet_off_a_terminal_and_a_rerun_resumes(trained):
+  workdir, first = trained
+  assert "it/s" not in first.stderr and "step/s" not in first.stderr  # no progress bar in a pipe
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+  result = run_launch(SMOKE, f"--workdir={workdir}", "--config.train.num_steps=4")
+  assert result.returncode == 0, result.stderr
+  steps = [json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert steps == [2, 2, 4, 4]  # train and val records at steps 2 (first run) and 4 (resumed)
+
+
+def test_eval_on_one_device_of_an_eight_device_run(trained):
+  workdir, _ = trained
+  result = run_launch(SMOKE, f"--workdir={workdir}", "--mode=eval", devices=1)
+  assert result.returncode == 0, result.stderr
+  metrics = json.loads(result.stdout.strip().splitlines()[-1])
+  assert metrics["step"] in (2, 4) and "elbo/validation/elbo" in metrics
+
+
+def _assert_refused(result, pattern, workdir, before):
+  assert result.returncode != 0
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith("launch.py: error: ")
+  assert re.search(pattern, lines[0]), lines[0]
+  assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("--config.train.num_step=3", r"unknown config key 'train.num_step'; did you mean 'train.num_steps'"),
+    ("--config.trian.num_steps=3", r"did you mean 'train.num_steps'"),
+    ("--config.train.num_steps=three", r"config.train.num_steps must be of type int, got 'three'"),
+    ("--config.data.batch_size=60", r"batch_size=60 is not divisible by the 8 devices"),
+    ("--config.train.resume=sometimes", r"config.train.resume='sometimes' is invalid"),
+])
+def test_bad_config_is_one_line_and_touches_nothing(tmp_path, override, pattern):
+  workdir = tmp_path / "run"
+  _assert_refused(run_launch(SMOKE, f"--workdir={workdir}", override), pattern, workdir, None)
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  workdir = blocker / "run"
+  result = run_launch(SMOKE, f"--workdir={workdir}")
+  _assert_refused(result, r"is not writable: .*file is not a directory", workdir, None)
+
+
+def test_checkpoint_shapes_that_do_not_match_the_config(trained):
+  workdir, _ = trained
+  before = snapshot(workdir)
+  result = run_launch(SMOKE, f"--workdir={workdir}", "--mode=eval", "--config.model.hidden=16")
+  _assert_refused(result, r"does not match the config: 'params\.\S+' is \(32,\) there and \(16,\)",
+                  workdir, before)
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("--config.model.hidden=16", r"holds checkpoints at steps \[\d.*\] of another config \(model.hidden: 32 -> 16\)"),
+    ("--config.train.resume=never", r"holds checkpoints .* and config.train.resume='never'"),
+])
+def test_another_configs_checkpoints_are_refused(trained, override, pattern):
+  workdir, _ = trained
+  before = snapshot(workdir)
+  _assert_refused(run_launch(SMOKE, f"--workdir={workdir}", override), pattern, workdir, before)
+
+
+def test_restart_discards_the_old_run(trained, tmp_path):
+  shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+  result = run_launch(SMOKE, f"--workdir={tmp_path}", "--config.model.hidden=16",
+                      "--config.train.num_steps=1", "--config.train.resume=restart")
+  assert result.returncode == 0, result.stderr
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden"] == 16

@@ -1,0 +1,74 @@
+"""Sweeps: expansion, naming, override checks, printed commands, and a 2 x 2 smoke sweep."""
+
+import csv
+import sys
+
+import pytest
+
+from experiments import digits
+from mlvae_jax import sweep
+from mlvae_jax.workdir import SetupError
+from tests.test_launch import SMOKE, run_launch
+
+
+def test_product_is_every_combination_first_key_slowest():
+  assert sweep.product({"a": [1, 2], "b": ["x", "y"]}) == [
+      {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+
+
+def test_point_names_are_readable_directory_names():
+  assert sweep.point_name({"objective.variant": "vae", "seed": 1}) == "objective.variant=vae,seed=1"
+  assert sweep.point_name({"data.unseen_groups": "1/2 3"}) == "data.unseen_groups=1_2_3"
+
+
+def test_overrides_are_checked_like_flags():
+  config = digits.get_config("smoke")
+  assert sweep.apply_overrides(config, {"optim.learning_rate": 0.01}).optim.learning_rate == 0.01
+  with pytest.raises(SetupError, match="did you mean 'optim.learning_rate'"):
+    sweep.apply_overrides(config, {"optim.learning_rat": 0.01})
+  with pytest.raises(SetupError, match="wrong type"):
+    sweep.apply_overrides(config, {"train.num_steps": "many"})
+
+
+def test_print_only_gives_one_launch_command_per_point(tmp_path, capsys):
+  status = sweep.launch(
+      digits.get_config("smoke"), config_spec="experiments/digits.py:smoke",
+      overrides={"train.num_steps": 2}, workdir=str(tmp_path / "sweep"), sweep_file=None,
+      parallel=2, print_only=True, launcher=(sys.executable, "launch.py"))
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert status == 0 and len(lines) == 4
+  assert all("--config=experiments/digits.py:smoke --config.train.num_steps=2" in line for line in lines)
+  assert "--config.objective.variant=vae --config.seed=1" in lines[-1]
+  assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweep_file_with_a_bad_key_is_refused_before_running(tmp_path):
+  sweep_file = tmp_path / "bad_sweep.py"
+  sweep_file.write_text("def get_sweep(arg=None):\n  return [{'model.hiden': 8}]\n")
+  result = run_launch(SMOKE, f"--workdir={tmp_path / 'sweep'}", "--mode=sweep",
+                      f"--sweep={sweep_file}")
+  assert result.returncode != 0
+  assert result.stderr.strip() == (
+      "launch.py: error: unknown config key 'model.hiden'; did you mean 'model.hidden'?")
+  assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.slow
+def test_two_by_two_smoke_sweep_runs_skips_finished_points_and_summarises(tmp_path):
+  workdir = tmp_path / "sweep"
+  args = (SMOKE, f"--workdir={workdir}", "--mode=sweep", "--sweep_parallel=2",
+          "--config.train.num_steps=2")
+  result = run_launch(*args, timeout=600)
+  assert result.returncode == 0, result.stderr
+  names = [sweep.point_name(p) for p in digits.get_sweep()]
+  with open(workdir / "sweep.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["point"] for r in rows] == names and {r["status"] for r in rows} == {"done"}
+  assert all(float(r["val/elbo"]) < 0 for r in rows)
+  assert (workdir / "sweep.md").read_text().startswith("| point | status | objective.variant | seed |")
+  assert all((workdir / name / "final_metrics.json").exists() for name in names)
+
+  rerun = run_launch(*args, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr
+  with open(workdir / "sweep.csv") as f:
+    assert {r["status"] for r in csv.DictReader(f)} == {"skipped"}
