@@ -62,7 +62,8 @@ def unknown_key_message(config: Mapping[str, Any], key: str) -> str:
   if not close:  # a typo in the section name: match on the leaf instead
     leaf = key.rsplit(".", 1)[-1]
     close = [k for k in keys if k.rsplit(".", 1)[-1] == leaf][:1]
-  hint = f"did you mean '{close[0]}'?" if close else "see config.json of a run for valid keys"
+  sections = ", ".join(dict.fromkeys(k.split(".")[0] for k in keys))
+  hint = f"did you mean '{close[0]}'?" if close else f"valid keys start with one of: {sections}"
   return f"unknown config key '{key}'; {hint}"
 
 
