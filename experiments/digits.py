@@ -26,10 +26,10 @@ def get_config(arg=None):
   config.model.content_dim = 8
   config.model.style_dim = 8
   config.model.likelihood = args.likelihood
-  config.train.num_steps = 3000
-  config.train.log_every = 100
-  config.train.eval_every = 1000
-  config.train.checkpoint_every = 1000
+  config.train.num_steps = 20000
+  config.train.log_every = 200
+  config.train.eval_every = 5000
+  config.train.checkpoint_every = 5000
   config.train.keep_best_metric = "val/elbo"
   config.eval.evaluators = "elbo,classify,accumulation,images"
   common.apply_common(config, args)
