@@ -65,8 +65,11 @@ def main() -> None:
         state, metrics = step(state, batch)
       jax.block_until_ready(metrics)
       start = time.perf_counter()
+      previous = metrics
       for _ in range(args.steps):
         state, metrics = step(state, batch)
+        jax.block_until_ready(previous)  # at most 2 steps in flight, as in train.py
+        previous = metrics
       jax.block_until_ready(metrics)
       seconds = (time.perf_counter() - start) / args.steps
       print(f"| {jax.default_backend()} | {devices} | {batch_size} | {1e3 * seconds:.2f} | "

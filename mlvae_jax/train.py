@@ -9,6 +9,7 @@ Nothing is written to the workdir before every input has been checked (workdir.p
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -36,6 +37,10 @@ from mlvae_jax.workdir import SetupError
 
 SCHEDULES = ("constant", "cosine")
 STEP_KEYS = ("x", "group_ids", "mask")  # what the loss reads; labels/factors stay on host
+# The host dispatches at most this many steps ahead of the devices. More gains little (the
+# host prepares the next batch while the devices run), and with many virtual CPU devices on
+# few cores a deep queue of collectives can deadlock XLA's CPU runtime (seen: 8 on 2 cores).
+MAX_STEPS_IN_FLIGHT = 2
 LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, dict]]
 
 
@@ -355,9 +360,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   window = _Window(config.data.batch_size)
   record: dict[str, float] = {}
+  in_flight: collections.deque = collections.deque()
   for step in range(start + 1, train.num_steps + 1):
     state, metrics = step_fn(state, device_batch(run, next(train_iter)))
     window.add(metrics)
+    in_flight.append(metrics)
+    if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+      jax.block_until_ready(in_flight.popleft())
     last = step == train.num_steps
     if step % train.log_every == 0 or last:
       steps = window.steps
