@@ -17,7 +17,6 @@ from tests.test_launch import ROOT
 from tests.test_train import PARITY_RTOL, params_at, smoke_config
 
 PROCESSES = 2
-_make_batch_iterator = data_lib.make_batch_iterator  # the real one, before monkeypatching
 # Each process draws whole groups from its half of the small digits validation split.
 OVERRIDES = {"train.num_steps": 4, "train.log_every": 1, "data.group_size": 2, "data.num_groups": 32}
 
@@ -32,10 +31,9 @@ class _GlobalBatches:
   """What the processes of a multi-process run feed together, made in one process: each
   process's shard batch, concatenated in process order (as the global array holds them)."""
 
-  def __init__(self, data_config, split, *, seed, process_index=0, process_count=1):
-    del process_index, process_count
-    self.parts = [_make_batch_iterator(data_config, split, seed=seed, process_index=p,
-                                       process_count=PROCESSES) for p in range(PROCESSES)]
+  def __init__(self, config, split):
+    self.parts = [data_lib.make_batch_iterator(config.data, split, seed=config.seed, process_index=p,
+                                               process_count=PROCESSES) for p in range(PROCESSES)]
 
   def __next__(self):
     batches = [next(part) for part in self.parts]
@@ -72,7 +70,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path, monkeypatc
   assert [p.returncode for p in processes] == [0] * PROCESSES, outputs[-1][-3000:]
 
   config = smoke_config(**OVERRIDES)
-  monkeypatch.setattr(data_lib, "make_batch_iterator", _GlobalBatches)
+  monkeypatch.setattr(train, "_make_iterator", _GlobalBatches)  # the trainer's batches only
   train.train_and_evaluate(config, str(tmp_path / "one"))
 
   two = metrics_writer.read_metrics(str(workdir))
