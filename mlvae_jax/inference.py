@@ -8,14 +8,41 @@ groups never seen in training.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import os
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from mlvae_jax import groups
 from mlvae_jax.models import MLVAE, Posterior, mean_observation
+
+
+class Trained(NamedTuple):
+  """A restored run: its config, model and host parameters, at checkpoint `step`."""
+
+  config: ml_collections.ConfigDict
+  model: MLVAE
+  params: Any
+  step: int
+
+
+def load(workdir: str, step: int | None = None) -> Trained:
+  """Restores a run of `workdir` onto one device: the best checkpoint by
+  `config.train.keep_best_metric` (else the latest), or checkpoint `step`."""
+  from mlvae_jax import train, workdir as workdir_lib  # train needs evaluation, which needs us
+
+  saved = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
+  if saved is None:
+    raise FileNotFoundError(
+        f"{workdir} has no {workdir_lib.CONFIG_FILE}: it is not the workdir of a training run"
+    )
+  config = ml_collections.ConfigDict(saved)
+  config.mesh.data = 1
+  state, step, run = train.restore_state(config, workdir, step)
+  return Trained(config, run.model, jax.device_get(state.params), step)
 
 
 class ContentCode(NamedTuple):

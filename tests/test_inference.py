@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from mlvae_jax import configs, inference, models
+from mlvae_jax import configs, data, inference, models
 from tests import reference
 
 
@@ -48,3 +49,23 @@ def test_swap_grid_keeps_content_along_rows_and_style_along_columns():
   style = inference.encode(model, params, style_x).style_mu
   np.testing.assert_allclose(grid[1, 4], inference.decode(model, params, content[1:2], style[4:5])[0], rtol=1e-5)
   assert np.all((grid >= 0) & (grid <= 1))  # Bernoulli means
+
+
+def test_load_restores_a_trained_run_onto_one_device(tmp_path):
+  from experiments import digits
+  from mlvae_jax import train
+
+  config = digits.get_config("smoke")
+  config.data.data_dir = str(tmp_path / "tfds")
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  trained = inference.load(str(tmp_path / "run"))
+  assert trained.step == config.train.num_steps
+  assert trained.config.data.name == "digits" and trained.config.mesh.data == 1
+  x = data.load_split(trained.config.data, "test").x[:5]
+  code = inference.content_strategy1(trained.model, trained.params, x)
+  assert code.mu.shape == (5, config.model.content_dim) and np.all(np.isfinite(code.mu))
+
+
+def test_load_explains_a_directory_that_is_no_run(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not the workdir of a training run"):
+    inference.load(str(tmp_path))
