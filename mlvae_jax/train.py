@@ -392,6 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if jax.process_index() == 0:
     with open(os.path.join(workdir, workdir_lib.FINAL_METRICS_FILE), "w") as f:
       json.dump(final, f, indent=2, sort_keys=True)
+    print(evaluation.headline(final, workdir))
   return final
 
 

@@ -14,10 +14,12 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 from typing import Any, Mapping
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from mlvae_jax.data import shapes
 from mlvae_jax.data.errors import DataError
@@ -97,8 +99,6 @@ def _spec(data_config: Any) -> _Spec:
 
 
 def _generic_builder(data_config: Any, root: str) -> Any:
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
   if not data_config.tfds_name:
     raise DataError("data.name='tfds' needs data.tfds_name, e.g. 'dsprites' or 'shapes3d'")
   try:
@@ -212,7 +212,12 @@ def prepare(data_config: Any) -> pathlib.Path:
     # Processes sharing a data_dir (multi-host on one machine) prepare one at a time.
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not spec.generic and not spec.builder.is_prepared():
-      spec.builder.download_and_prepare()
+      # TFDS's per-split progress bars flood logs and test output; keep them for terminals.
+      tfds.display_progress_bar(sys.stderr.isatty())
+      try:
+        spec.builder.download_and_prepare()
+      finally:
+        tfds.display_progress_bar(True)
     if not (cache / "meta.json").is_file():
       _write_cache(spec, cache)
   return cache

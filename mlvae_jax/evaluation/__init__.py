@@ -19,7 +19,7 @@ from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.disentanglement import factor_disentanglement
 from mlvae_jax.evaluation.heldout_elbo import heldout_elbo
 from mlvae_jax.evaluation.images import image_grids
-from mlvae_jax.evaluation.report import write_report
+from mlvae_jax.evaluation.report import headline, write_report
 from mlvae_jax.models import MLVAE
 
 EVALUATORS: dict[str, Callable[[EvalContext], dict[str, float]]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import pathlib
 
 import ml_collections
@@ -33,3 +34,24 @@ def write_report(
     if (path.parent / image).exists():
       lines += [f"![{image}]({image})", ""]
   path.write_text("\n".join(lines))
+
+
+HEADLINE_KEYS = (
+    "val/elbo", "elbo/test/elbo", "elbo/test/bits_per_dim", "classify/content_accuracy",
+    "classify/style_accuracy", "disentanglement/score",
+)
+
+
+def headline(metrics: dict[str, float], workdir: str) -> str:
+  """A few lines for the console at the end of a run: the numbers people look at first."""
+  shown = [f"{key} {metrics[key]:.4g}" for key in HEADLINE_KEYS if key in metrics]
+  curve = sorted(
+      (int(key.rsplit("_k", 1)[1]), value) for key, value in metrics.items()
+      if key.startswith("accumulation/") and "_accuracy_k" in key
+  )
+  if curve:
+    shown.append("accumulation accuracy " + " ".join(f"k{k}:{v:.3f}" for k, v in curve))
+  lines = [f"step {int(metrics.get('step', 0))}: " + ", ".join(shown)]
+  if os.path.exists(os.path.join(workdir, "eval", "report.md")):
+    lines.append(f"report: {os.path.join(workdir, 'eval', 'report.md')}")
+  return "\n".join(lines)
