@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from mlvae_jax import checkpoint as checkpoint_lib
 from mlvae_jax import data as data_lib
@@ -344,6 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   then evaluates; returns the final metrics, also written to WORKDIR/final_metrics.json."""
   run = setup(config)
   plan = _plan(run, workdir)
+  if jax.process_count() > 1:  # every process reads the workdir before any process writes it
+    multihost_utils.sync_global_devices("mlvae_jax:workdir_planned")
   train_iter = _make_iterator(config, "train")
   validate = Validation(run)
   checkpoints, state = _start(run, workdir, plan, train_iter)
