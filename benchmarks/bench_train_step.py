@@ -13,11 +13,13 @@ On CPU, --cpu_devices splits the host into that many XLA devices (set before JAX
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 
 def _parse() -> argparse.Namespace:
@@ -27,6 +29,8 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--batch_sizes", default="256", help="global batch sizes, comma-separated")
   parser.add_argument("--steps", type=int, default=100, help="timed steps per setting")
   parser.add_argument("--cpu_devices", type=int, default=0, help="XLA host devices (CPU only)")
+  parser.add_argument("--out", default=os.path.join(REPO, "benchmarks/results/train_step.json"),
+                      help="where the JSON results go")
   return parser.parse_args()
 
 
@@ -42,6 +46,7 @@ def main() -> None:
   from mlvae_jax import sharding, train, workdir
 
   path, arg = workdir.split_config_spec(args.config)
+  rows = []
   print("| backend | devices | batch | ms/step | obs/s |\n|---|---|---|---|---|")
   for batch_size in map(int, args.batch_sizes.split(",")):
     for devices in map(int, args.devices.split(",")):
@@ -74,6 +79,12 @@ def main() -> None:
       seconds = (time.perf_counter() - start) / args.steps
       print(f"| {jax.default_backend()} | {devices} | {batch_size} | {1e3 * seconds:.2f} | "
             f"{batch_size / seconds:,.0f} |", flush=True)
+      rows.append({"backend": jax.default_backend(), "devices": devices, "batch_size": batch_size,
+                   "seconds_per_step": seconds, "obs_per_sec": batch_size / seconds})
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump({"config": args.config, "steps": args.steps, "results": rows}, f, indent=2)
+  print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
