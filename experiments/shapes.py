@@ -21,13 +21,15 @@ def get_config(arg=None):
   config.data.name = "grouped_shapes"
   config.data.resolution = args.resolution
   config.data.num_examples = 20000
-  config.data.group_by = "shape"
+  config.data.group_by = "shape,scale"
   config.data.batch_size = 128
   config.data.num_groups = 16
   config.data.group_policy = "uniform"
   config.data.group_size_min = 2
   config.data.group_size_max = 16
   config.model.family = "conv"
+  config.model.hidden = 256  # disentanglement_lib's conv encoder/decoder
+  config.model.activation = "relu"
   config.model.content_dim = 6
   config.model.style_dim = 6
   config.model.likelihood = args.likelihood
@@ -40,7 +42,7 @@ def get_config(arg=None):
   config.eval.evaluators = "elbo,classify,accumulation,disentanglement,images"
   common.apply_common(config, args)
   if args.smoke:
-    config.data.num_examples = 512
+    config.data.num_examples = 2048  # validation then has >= 2 members of each (shape, scale)
     config.data.batch_size = 32
     config.data.num_groups = 8
   return config

@@ -18,8 +18,8 @@ import sys
 import tempfile
 from typing import Any, Mapping
 
+from absl import logging
 import numpy as np
-import tensorflow_datasets as tfds
 
 from mlvae_jax.data import shapes
 from mlvae_jax.data.errors import DataError
@@ -88,8 +88,13 @@ def _spec(data_config: Any) -> _Spec:
     config = builders.GroupedShapesConfig.create(
         data_config.resolution, data_config.num_examples,
         int(data_config.generation_seed))
-    return _Spec(builders.GroupedShapes(config=config, **kwargs), "image", 255.0,
-                 shapes.FACTOR_NAMES, False)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)  # TFDS warns of every custom config; ours always are
+    try:
+      builder = builders.GroupedShapes(config=config, **kwargs)
+    finally:
+      logging.set_verbosity(verbosity)
+    return _Spec(builder, "image", 255.0, shapes.FACTOR_NAMES, False)
   if name == "tfds":
     return _Spec(_generic_builder(data_config, root), data_config.image_key, None, None, True)
   raise DataError(
@@ -99,6 +104,8 @@ def _spec(data_config: Any) -> _Spec:
 
 
 def _generic_builder(data_config: Any, root: str) -> Any:
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   if not data_config.tfds_name:
     raise DataError("data.name='tfds' needs data.tfds_name, e.g. 'dsprites' or 'shapes3d'")
   try:
@@ -212,6 +219,8 @@ def prepare(data_config: Any) -> pathlib.Path:
     # Processes sharing a data_dir (multi-host on one machine) prepare one at a time.
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not spec.generic and not spec.builder.is_prepared():
+      import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
       # TFDS's per-split progress bars flood logs and test output; keep them for terminals.
       tfds.display_progress_bar(sys.stderr.isatty())
       try:
