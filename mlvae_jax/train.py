@@ -305,6 +305,10 @@ def _discard_run(workdir: str) -> None:
       os.remove(os.path.join(workdir, name))
 
 
+# One dispatch per step rather than one per metric: the loop is host-bound for small models.
+_add_trees = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+
+
 class _Window:
   """Metrics summed on device over the steps since the last log, and their timing.
 
@@ -325,7 +329,7 @@ class _Window:
     self.started = time.perf_counter()
 
   def add(self, metrics: dict[str, jax.Array]) -> None:
-    self.sums = metrics if self.sums is None else jax.tree.map(jnp.add, self.sums, metrics)
+    self.sums = metrics if self.sums is None else _add_trees(self.sums, metrics)
     self.steps += 1
     self.timed_steps += 1
 
