@@ -22,6 +22,8 @@ from mlvae_jax.evaluation.images import image_grids
 from mlvae_jax.evaluation.report import headline, write_report
 from mlvae_jax.models import MLVAE
 
+__all__ = ["EVALUATORS", "EvalContext", "evaluator_names", "headline", "run_evaluators"]
+
 EVALUATORS: dict[str, Callable[[EvalContext], dict[str, float]]] = {
     "elbo": heldout_elbo,
     "classify": latent_classification,
