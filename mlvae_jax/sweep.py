@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
+from mlvae_jax.evaluation.report import headline_metrics
 from mlvae_jax.workdir import (
     FINAL_METRICS_FILE, SetupError, check_writable, load_module, read_json, split_config_spec,
     unknown_key_message,
@@ -146,27 +147,28 @@ def run_jobs(jobs: Sequence[Job], workdir: str, parallel: int) -> dict[str, str]
 
 
 def summarise(jobs: Sequence[Job], status: Mapping[str, str], workdir: str) -> str:
-  """Writes sweep.csv and sweep.md (final metrics per point); returns the Markdown table."""
+  """Writes sweep.csv (every final metric per point) and sweep.md (the headline metrics);
+  returns the Markdown table."""
   keys = list(dict.fromkeys(k for job in jobs for k in job.point))
   finals = {job.name: read_json(os.path.join(job.workdir, FINAL_METRICS_FILE)) or {} for job in jobs}
-  metrics = sorted({m for final in finals.values() for m in final if m != "step"})
-  header = ["point", "status", *keys, *metrics]
-  rows = []
-  for job in jobs:
-    final = finals[job.name]
-    rows.append(
-        [job.name, status.get(job.name, "pending"), *(job.point.get(k, "") for k in keys),
-         *(final.get(m, "") for m in metrics)]
-    )
+
+  def table(metrics: Sequence[str]) -> list[list[Any]]:
+    rows = [[job.name, status.get(job.name, "pending"), *(job.point.get(k, "") for k in keys),
+             *(finals[job.name].get(m, "") for m in metrics)] for job in jobs]
+    return [["point", "status", *keys, *metrics], *rows]
+
+  every = sorted({m for final in finals.values() for m in final if m != "step"})
   with open(os.path.join(workdir, CSV_FILE), "w", newline="") as f:
-    csv.writer(f).writerows([header, *rows])
+    csv.writer(f).writerows(table(every))
+  headline = list(dict.fromkeys(m for final in finals.values() for m in headline_metrics(final)))
+  header, *rows = table(headline)
   cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-  table = "\n".join(lines) + "\n"
+  markdown = "\n".join(lines) + "\n"
   with open(os.path.join(workdir, MARKDOWN_FILE), "w") as f:
-    f.write(table)
-  return table
+    f.write(markdown)
+  return markdown
 
 
 def launch(

@@ -42,16 +42,22 @@ HEADLINE_KEYS = (
 )
 
 
-def headline(metrics: dict[str, float], workdir: str) -> str:
-  """A few lines for the console at the end of a run: the numbers people look at first."""
-  shown = [f"{key} {metrics[key]:.4g}" for key in HEADLINE_KEYS if key in metrics]
+def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
+  """The numbers people compare first: ELBO, probes, and the ends of the accumulation curve."""
+  shown = {key: metrics[key] for key in HEADLINE_KEYS if key in metrics}
   curve = sorted(
-      (int(key.rsplit("_k", 1)[1]), value) for key, value in metrics.items()
+      (int(key.rsplit("_k", 1)[1]), key) for key in metrics
       if key.startswith("accumulation/") and "_accuracy_k" in key
   )
-  if curve:
-    shown.append("accumulation accuracy " + " ".join(f"k{k}:{v:.3f}" for k, v in curve))
-  lines = [f"step {int(metrics.get('step', 0))}: " + ", ".join(shown)]
+  for _, key in curve[:1] + curve[-1:]:
+    shown[key] = metrics[key]
+  return shown
+
+
+def headline(metrics: dict[str, float], workdir: str) -> str:
+  """A few lines for the console at the end of a run."""
+  shown = ", ".join(f"{key} {value:.4g}" for key, value in headline_metrics(metrics).items())
+  lines = [f"step {int(metrics.get('step', 0))}: {shown}"]
   if os.path.exists(os.path.join(workdir, "eval", "report.md")):
     lines.append(f"report: {os.path.join(workdir, 'eval', 'report.md')}")
   return "\n".join(lines)
