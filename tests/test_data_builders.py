@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from mlvae_jax import configs
 from mlvae_jax import data
-from mlvae_jax.data import idx, shapes
+from mlvae_jax.data import idx, shapes, sources
 from mlvae_jax.data.builders import mnist as mnist_builder
 
 MNIST_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared/data/mnist"
@@ -100,6 +100,14 @@ def test_grouped_shapes_is_reproducible(data_root, tmp_path):
   again = _factor_images(tmp_path, 32, 3000)  # generated afresh elsewhere
   np.testing.assert_array_equal(first.factors, again.factors)
   np.testing.assert_array_equal(first.x, again.x)
+
+
+def test_grouped_shapes_default_config_builds(tmp_path):
+  """The predefined config (the shapes experiment's defaults) is named, not redefined."""
+  config = configs.base_config().data
+  config.update(name="grouped_shapes", data_dir=str(tmp_path))
+  builder = sources._spec(config).builder
+  assert builder.builder_config.num_examples == config.num_examples == 20000
 
 
 class MlvaeToyAdapter(tfds.core.GeneratorBasedBuilder):

@@ -90,8 +90,10 @@ def _spec(data_config: Any) -> _Spec:
         int(data_config.generation_seed))
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # TFDS warns of every custom config; ours always are
-    try:
-      builder = builders.GroupedShapes(config=config, **kwargs)
+    predefined = {c.name for c in builders.GroupedShapes.BUILDER_CONFIGS}
+    try:  # TFDS refuses a custom config named like a predefined one: name that one instead
+      builder = builders.GroupedShapes(
+          config=config.name if config.name in predefined else config, **kwargs)
     finally:
       logging.set_verbosity(verbosity)
     return _Spec(builder, "image", 255.0, shapes.FACTOR_NAMES, False)
