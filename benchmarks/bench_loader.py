@@ -15,12 +15,12 @@ import argparse
 import importlib.util
 import json
 import pathlib
-import platform
 import statistics
 import time
 
 import numpy as np
 
+from machine_info import describe  # beside this script
 from mlvae_jax import configs, data
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def main() -> None:
           f"{r['latency_ms_p95']:8.3f} {step} {ratio}")
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(dict(machine=platform.platform(), batch_size=256, num_groups=32,
+  out.write_text(json.dumps(dict(machine=describe(), batch_size=256, num_groups=32,
                                  results=rows), indent=2) + "\n")
   print(f"wrote {out}")
 

@@ -42,6 +42,7 @@ def main() -> None:
   import jax
   import numpy as np
 
+  from machine_info import describe  # beside this script; imports jax, so after XLA_FLAGS
   from mlvae_jax import data as data_lib
   from mlvae_jax import sharding, train, workdir
 
@@ -83,7 +84,8 @@ def main() -> None:
                    "seconds_per_step": seconds, "obs_per_sec": batch_size / seconds})
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
-    json.dump({"config": args.config, "steps": args.steps, "results": rows}, f, indent=2)
+    json.dump({"machine": describe(), "config": args.config, "steps": args.steps, "results": rows},
+              f, indent=2)
   print(f"wrote {args.out}")
 
 
