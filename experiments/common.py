@@ -29,6 +29,16 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return args
 
 
+def set_schedule(config: ml_collections.ConfigDict, num_steps: int, log_every: int,
+                 eval_every: int) -> None:
+  """Run length and cadence: validate and checkpoint together, keeping the best by val ELBO."""
+  config.train.num_steps = num_steps
+  config.train.log_every = log_every
+  config.train.eval_every = eval_every
+  config.train.checkpoint_every = eval_every
+  config.train.keep_best_metric = "val/elbo"
+
+
 def apply_common(config: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> None:
   """The switches of every experiment: the objective variant (baselines) and `smoke`.
 

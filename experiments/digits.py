@@ -26,11 +26,7 @@ def get_config(arg=None):
   config.model.content_dim = 8
   config.model.style_dim = 8
   config.model.likelihood = args.likelihood
-  config.train.num_steps = 20000
-  config.train.log_every = 200
-  config.train.eval_every = 5000
-  config.train.checkpoint_every = 5000
-  config.train.keep_best_metric = "val/elbo"
+  common.set_schedule(config, 20000, log_every=200, eval_every=5000)
   config.eval.evaluators = "elbo,classify,accumulation,images"
   common.apply_common(config, args)
   return config

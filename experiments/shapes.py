@@ -34,11 +34,7 @@ def get_config(arg=None):
   config.model.style_dim = 6
   config.model.likelihood = args.likelihood
   config.optim.learning_rate = 5e-4
-  config.train.num_steps = 20000
-  config.train.log_every = 100
-  config.train.eval_every = 2000
-  config.train.checkpoint_every = 2000
-  config.train.keep_best_metric = "val/elbo"
+  common.set_schedule(config, 20000, log_every=100, eval_every=2000)
   config.eval.evaluators = "elbo,classify,accumulation,disentanglement,images"
   common.apply_common(config, args)
   if args.smoke:

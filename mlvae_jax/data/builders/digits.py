@@ -5,25 +5,18 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mlvae_jax.data.builders.labelled_images import LabelledImages
+
 _TEST_EVERY = 5  # every 5th example is a test example (360 of 1797), a fixed split
 
 
-class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Digits(LabelledImages, skip_registration=True):
   """1797 images of 8x8 pixels with values 0..16; label = the digit."""
 
   name = "mlvae_digits"
   VERSION = tfds.core.Version("1.0.0")
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
-            "label": tfds.features.Tensor(shape=(), dtype=np.int64),
-        }),
-        supervised_keys=("image", "label"),
-        disable_shuffling=True,
-        homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
-    )
+  IMAGE_SHAPE = (8, 8, 1)
+  HOMEPAGE = "https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset"
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     from sklearn.datasets import load_digits  # pylint: disable=import-outside-toplevel
@@ -35,7 +28,3 @@ class Digits(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "train": self._generate_examples(images[~is_test], digits.target[~is_test]),
         "test": self._generate_examples(images[is_test], digits.target[is_test]),
     }
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {"image": image, "label": int(label)}

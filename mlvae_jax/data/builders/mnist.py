@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pathlib
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from mlvae_jax.data import idx
+from mlvae_jax.data.builders.labelled_images import LabelledImages
 from mlvae_jax.data.errors import DataError
 
 URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
@@ -59,27 +59,18 @@ def download_files(dl_manager: tfds.download.DownloadManager) -> dict[str, pathl
   return {name: pathlib.Path(path) for name, path in paths.items()}
 
 
-class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Mnist(LabelledImages, skip_registration=True):
   """60000 train and 10000 test images [28, 28, 1] uint8; label = the digit."""
 
   name = "mlvae_mnist"
   VERSION = tfds.core.Version("1.0.0")
+  IMAGE_SHAPE = (28, 28, 1)
+  HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
 
   def __init__(self, *, manual_dir: str | None = None, **kwargs):
     """`manual_dir`: a directory with the IDX files; None downloads them instead."""
     super().__init__(**kwargs)
     self._idx_dir = pathlib.Path(manual_dir).expanduser() if manual_dir else None
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            "label": tfds.features.Tensor(shape=(), dtype=np.int64),
-        }),
-        supervised_keys=("image", "label"),
-        disable_shuffling=True,
-        homepage="http://yann.lecun.com/exdb/mnist/",
-    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     if self._idx_dir is not None:
@@ -96,7 +87,3 @@ class Mnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
         for split, prefix in (("train", "train"), ("test", "t10k"))
     }
-
-  def _generate_examples(self, images: np.ndarray, labels: np.ndarray):
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {"image": image[..., None], "label": int(label)}
