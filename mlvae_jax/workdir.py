@@ -140,6 +140,12 @@ def config_differences(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[s
   return diffs
 
 
+def summarise_differences(diffs: Sequence[str], shown: int = 3) -> str:
+  """The first few of `config_differences`, for a one-line error."""
+  more = f"; and {len(diffs) - shown} more" if len(diffs) > shown else ""
+  return "; ".join(diffs[:shown]) + more
+
+
 def plan_resume(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -167,9 +173,8 @@ def plan_resume(
     )
   diffs = config_differences(config.to_dict(), saved_config or {})
   if diffs:
-    shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
     raise SetupError(
-        f"{where} of another config ({shown}); use another --workdir or "
+        f"{where} of another config ({summarise_differences(diffs)}); use another --workdir or "
         "--config.train.resume=restart to discard them"
     )
   return ResumePlan(resume_step=max(steps))

@@ -67,6 +67,15 @@ def test_eval_on_one_device_of_an_eight_device_run(trained):
   assert metrics["step"] in (2, 4) and "elbo/validation/elbo" in metrics
 
 
+def test_eval_with_another_config_is_refused(trained):
+  workdir, _ = trained
+  before = snapshot(workdir)
+  result = run_launch(SMOKE, f"--workdir={workdir}", "--mode=eval", "--config.data.unseen_groups=9",
+                      devices=1)
+  _assert_refused(result, r"trained with another config \(data.unseen_groups: '' -> '9'\)",
+                  workdir, before)
+
+
 def _assert_refused(result, pattern, workdir, before):
   assert result.returncode != 0
   lines = result.stderr.strip().splitlines()
