@@ -131,7 +131,9 @@ def run_jobs(jobs: Sequence[Job], workdir: str, parallel: int) -> dict[str, str]
   while pending or running:
     while pending and len(running) < parallel:
       job = pending.pop(0)
-      log = open(os.path.join(workdir, LOG_DIR, job.name + ".log"), "w")
+      log = open(os.path.join(workdir, LOG_DIR, job.name + ".log"), "a")  # keeps earlier tries
+      log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_command(job)}\n")
+      log.flush()
       running.append((job, subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT), log))
       print(f"sweep: started {job.name}", file=sys.stderr)
     time.sleep(0.2)
