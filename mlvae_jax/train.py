@@ -431,7 +431,8 @@ def restore_state(
     step = checkpoints.best_step() if step is None else step
     if step not in steps:
       raise SetupError(f"workdir {workdir} has no checkpoint at step {step}; it has {steps}")
-    checkpoints.check_shapes(step, run.abstract_state)  # the most specific error first
+    # restore() fails first on mismatched shapes, the most specific error.
+    state, _ = checkpoints.restore(step, run.abstract_state, with_data=False)
     diffs = workdir_lib.config_differences(config.to_dict(), checkpoints.saved_config(step))
     if diffs:  # e.g. evaluating without the run's overrides would read other splits
       raise SetupError(
@@ -439,7 +440,6 @@ def restore_state(
           f"({workdir_lib.summarise_differences(diffs)}); give the run's overrides "
           f"(its full config is {os.path.join(workdir, workdir_lib.CONFIG_FILE)})"
       )
-    state, _ = checkpoints.restore(step, run.abstract_state, with_data=False)
   finally:
     checkpoints.close()
   return state, step, run
