@@ -44,7 +44,7 @@ def main() -> None:
 
   from machine_info import describe  # beside this script; imports jax, so after XLA_FLAGS
   from mlvae_jax import data as data_lib
-  from mlvae_jax import sharding, train, workdir
+  from mlvae_jax import loop, sharding, state, workdir
 
   path, arg = workdir.split_config_spec(args.config)
   rows = []
@@ -57,9 +57,9 @@ def main() -> None:
       config.data.batch_size = batch_size
       config.data.num_groups = batch_size // config.data.group_size
       config.mesh.data = devices
-      run = train.setup(config)
+      run = state.setup(config)
       state = jax.jit(run.init, out_shardings=run.state_shardings)()
-      step = jax.jit(train.make_train_step(run.loss_fn, run.tx, run.schedule),
+      step = jax.jit(loop.make_train_step(run.loss_fn, run.tx, run.schedule),
                      in_shardings=(run.state_shardings, run.batch_sharding),
                      out_shardings=(run.state_shardings, run.replicated), donate_argnums=(0,))
       x = np.random.default_rng(0).random((batch_size, *data_lib.observation_shape(config.data)),
@@ -74,7 +74,7 @@ def main() -> None:
       previous = metrics
       for _ in range(args.steps):
         state, metrics = step(state, batch)
-        jax.block_until_ready(previous)  # at most 2 steps in flight, as in train.py
+        jax.block_until_ready(previous)  # at most 2 steps in flight, as in loop.py
         previous = metrics
       jax.block_until_ready(metrics)
       seconds = (time.perf_counter() - start) / args.steps

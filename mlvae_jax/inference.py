@@ -17,7 +17,9 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import groups
+from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.models import MLVAE, Posterior, mean_observation
+from mlvae_jax.restore import restore_state
 
 
 class Trained(NamedTuple):
@@ -32,8 +34,6 @@ class Trained(NamedTuple):
 def load(workdir: str, step: int | None = None) -> Trained:
   """Restores a run of `workdir` onto one device: the best checkpoint by
   `config.train.keep_best_metric` (else the latest), or checkpoint `step`."""
-  from mlvae_jax import train, workdir as workdir_lib  # train needs evaluation, which needs us
-
   saved = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
   if saved is None:
     raise FileNotFoundError(
@@ -41,7 +41,7 @@ def load(workdir: str, step: int | None = None) -> Trained:
     )
   config = ml_collections.ConfigDict(saved)
   config.mesh.data = 1
-  state, step, run = train.restore_state(config, workdir, step)
+  state, step, run = restore_state(config, workdir, step)
   return Trained(config, run.model, jax.device_get(state.params), step)
 
 

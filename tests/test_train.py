@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import digits
-from mlvae_jax import metrics_writer, train
+from mlvae_jax import loop, metrics_writer, restore, state as state_lib, train
 
 # Same seed and data on 1 and 8 devices: only the order of floating-point reductions differs
 # (sums over the batch are split across devices), so losses agree to float32 rounding.
@@ -32,7 +32,7 @@ def smoke_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def params_at(workdir, config, step=None):
-  state, _, _ = train.restore_state(config, str(workdir), step)
+  state, _, _ = restore.restore_state(config, str(workdir), step)
   return jax.device_get(state.params)
 
 
@@ -53,7 +53,7 @@ def test_schedule_warmup_then_cosine_to_zero():
   optim = ml_collections.ConfigDict(
       {"learning_rate": 1.0, "warmup_steps": 10, "schedule": "cosine", "grad_clip_norm": 0.0}
   )
-  schedule = train.make_schedule(optim, num_steps=110)
+  schedule = state_lib.make_schedule(optim, num_steps=110)
   np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(60), schedule(110)],
                              [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-6)
 
@@ -62,11 +62,11 @@ def test_train_step_reports_grad_norm_before_clipping_and_lr():
   optim = ml_collections.ConfigDict(
       {"learning_rate": 0.1, "warmup_steps": 0, "schedule": "constant", "grad_clip_norm": 1.0}
   )
-  tx, schedule = train.make_optimizer(optim, num_steps=10)
+  tx, schedule = state_lib.make_optimizer(optim, num_steps=10)
   loss_fn = lambda p, batch, rng: (jnp.sum((p["w"] - batch["x"]) ** 2), {"loss": 0.0})  # noqa: E731
   params = {"w": jnp.zeros(3)}
-  state = train.TrainState(jnp.int32(0), params, tx.init(params), jax.random.key_data(jax.random.key(0)))
-  state, metrics = jax.jit(train.make_train_step(loss_fn, tx, schedule))(state, {"x": jnp.full(3, 10.0)})
+  state = state_lib.TrainState(jnp.int32(0), params, tx.init(params), jax.random.key_data(jax.random.key(0)))
+  state, metrics = jax.jit(loop.make_train_step(loss_fn, tx, schedule))(state, {"x": jnp.full(3, 10.0)})
   np.testing.assert_allclose(metrics["grad_norm"], 20 * np.sqrt(3), rtol=1e-6)
   np.testing.assert_allclose(metrics["learning_rate"], 0.1)
   assert int(state.step) == 1
@@ -110,7 +110,7 @@ def test_resumed_run_equals_uninterrupted_run_bitwise(eight_device_run, tmp_path
 def test_restore_an_eight_device_run_onto_one_device(eight_device_run):
   workdir, config, _ = eight_device_run
   one = smoke_config(**{"mesh.data": 1})
-  state, step, _ = train.restore_state(one, str(workdir))
+  state, step, _ = restore.restore_state(one, str(workdir))
   assert step == 4
   assert {len(leaf.sharding.device_set) for leaf in jax.tree.leaves(state)} == {1}
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), params_at(workdir, config))

@@ -1,0 +1,217 @@
+"""The training loop: plan the workdir, start or resume, step, log, evaluate, checkpoint.
+
+The step is jitted once with donated state and explicit shardings, the rng of step t is
+`fold_in(rng, t)`, and batches come from the data iterator whose state is checkpointed with
+the parameters: a run stopped after any checkpoint and restarted continues bit for bit.
+Nothing is written to the workdir before every input has been checked (workdir.py).
+What to evaluate, and when, is the caller's (`Evaluate`): this module knows no evaluator.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from mlvae_jax import checkpoint as checkpoint_lib
+from mlvae_jax import data as data_lib
+from mlvae_jax import metrics_writer
+from mlvae_jax import sharding
+from mlvae_jax import workdir as workdir_lib
+from mlvae_jax.groups import validate_batch
+from mlvae_jax.state import LossFn, Setup, TrainState
+from mlvae_jax.workdir import SetupError
+
+STEP_KEYS = ("x", "group_ids", "mask")  # what the loss reads; labels/factors stay on host
+# The host dispatches at most this many steps ahead of the devices. More gains little (the
+# host prepares the next batch while the devices run), and with many virtual CPU devices on
+# few cores a deep queue of collectives can deadlock XLA's CPU runtime (seen: 8 on 2 cores).
+MAX_STEPS_IN_FLIGHT = 2
+
+
+class Evaluate(Protocol):
+  """The loop's evaluation hook: metrics of `params` due at `step` ({} when none is due).
+
+  `saving`: a checkpoint is written at this step (keep-best needs its metric then);
+  `last`: the final step of the run.
+  """
+
+  def __call__(self, step: int, params: Any, *, saving: bool, last: bool) -> dict[str, float]:
+    ...
+
+
+def make_train_step(
+    loss_fn: LossFn, tx: optax.GradientTransformation, schedule: optax.Schedule
+) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[TrainState, dict]]:
+  """One optimisation step; metrics add the gradient norm (before clipping) and the lr."""
+
+  def train_step(state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    )
+    return new_state, metrics
+
+  return train_step
+
+
+def make_iterator(
+    config: ml_collections.ConfigDict, split: str, num_epochs: int | None = None
+) -> data_lib.BatchIterator:
+  """This process's batches of `split`; a split that cannot give them is a SetupError."""
+  try:
+    return data_lib.make_batch_iterator(
+        config.data, split, seed=config.seed, num_epochs=num_epochs,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+  except ValueError as e:  # DataError: the split cannot give the configured batches
+    raise SetupError(str(e).strip().splitlines()[0]) from e
+
+
+def device_batch(run: Setup, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+  """This process's rows of a batch -> the global batch, sharded along observations."""
+  if run.config.train.debug_checks:
+    validate_batch(host_batch, run.config.data.num_groups)
+  return sharding.global_batch({k: host_batch[k] for k in STEP_KEYS}, run.mesh)
+
+
+def plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
+  """Reads the workdir's checkpoints and decides what to do with them (writes nothing)."""
+  workdir_lib.check_writable(workdir)
+  existing = checkpoint_lib.Checkpoints(workdir, read_only=True)
+  try:
+    steps = existing.steps()
+    saved = existing.saved_config(steps[-1]) if steps else None
+    resume = workdir_lib.plan_resume(run.config, workdir, steps, saved)
+    if resume.resume_step is not None:
+      existing.check_shapes(resume.resume_step, run.abstract_state)
+  finally:
+    existing.close()
+  return resume
+
+
+def _start(
+    run: Setup, workdir: str, resume: workdir_lib.ResumePlan, train_iter: Any
+) -> tuple[checkpoint_lib.Checkpoints, TrainState]:
+  """The first writes: a restart's old files go, config.json, then the state (new or restored)."""
+  if jax.process_index() == 0:
+    if resume.discard_steps:
+      _discard_run(workdir)
+    workdir_lib.write_config(run.config, workdir)
+  checkpoints = checkpoint_lib.Checkpoints(workdir, run.config.train)
+  if resume.resume_step is None:
+    return checkpoints, jax.jit(run.init, out_shardings=run.state_shardings)()
+  state, data_state = checkpoints.restore(resume.resume_step, run.abstract_state)
+  train_iter.set_state(data_state)
+  return checkpoints, state
+
+
+def _discard_run(workdir: str) -> None:
+  """What config.train.resume='restart' throws away: checkpoints and the old run's records."""
+  shutil.rmtree(checkpoint_lib.checkpoint_dir(workdir))
+  for name in (metrics_writer.TENSORBOARD_DIR, "eval"):
+    shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+  for name in (metrics_writer.METRICS_FILE, workdir_lib.FINAL_METRICS_FILE):
+    if os.path.exists(os.path.join(workdir, name)):
+      os.remove(os.path.join(workdir, name))
+
+
+# One dispatch per step rather than one per metric: the loop is host-bound for small models.
+_add_trees = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+
+
+class _Window:
+  """Metrics summed on device over the steps since the last log, and their timing.
+
+  The clock runs only over steps: `restart_clock` after compilation, evaluation or saving
+  keeps those out of the step time.
+  """
+
+  def __init__(self, batch_size: int):
+    self.batch_size = batch_size
+    self.sums: dict[str, jax.Array] | None = None
+    self.steps = 0
+    self.restart_clock()
+
+  def restart_clock(self) -> None:
+    if self.sums is not None:
+      jax.block_until_ready(self.sums)
+    self.timed_steps = 0
+    self.started = time.perf_counter()
+
+  def add(self, metrics: dict[str, jax.Array]) -> None:
+    self.sums = metrics if self.sums is None else _add_trees(self.sums, metrics)
+    self.steps += 1
+    self.timed_steps += 1
+
+  def flush(self) -> dict[str, float]:
+    """Means over the window, observations/s and seconds per step; starts a new window."""
+    means = {f"train/{k}": float(v) / self.steps for k, v in jax.device_get(self.sums).items()}
+    if self.timed_steps:
+      step_time = (time.perf_counter() - self.started) / self.timed_steps
+      means.update({"perf/step_time_s": step_time, "perf/obs_per_sec": self.batch_size / step_time})
+    self.sums, self.steps = None, 0
+    self.timed_steps, self.started = 0, time.perf_counter()
+    return means
+
+
+def train(run: Setup, workdir: str, evaluate: Evaluate) -> tuple[TrainState, dict[str, float]]:
+  """Trains `run` in `workdir` up to config.train.num_steps, resuming the run there (see
+  config.train.resume); returns the final state and the last logged and evaluated metrics
+  ({} if the run had finished before: nothing was trained now)."""
+  config, train_config = run.config, run.config.train
+  resume = plan(run, workdir)
+  if jax.process_count() > 1:  # every process reads the workdir before any process writes it
+    multihost_utils.sync_global_devices("mlvae_jax:workdir_planned")
+  train_iter = make_iterator(config, "train")
+  checkpoints, state = _start(run, workdir, resume, train_iter)
+  start = int(jax.device_get(state.step))
+  writer = metrics_writer.MetricsWriter(
+      workdir, total_steps=train_config.num_steps, start_step=start,
+      enabled=jax.process_index() == 0,
+  )
+  step_fn = jax.jit(
+      make_train_step(run.loss_fn, run.tx, run.schedule),
+      in_shardings=(run.state_shardings, run.batch_sharding),
+      out_shardings=(run.state_shardings, run.replicated),
+      donate_argnums=(0,),
+  )
+  window = _Window(config.data.batch_size)
+  record: dict[str, float] = {}
+  in_flight: collections.deque = collections.deque()
+  for step in range(start + 1, train_config.num_steps + 1):
+    state, metrics = step_fn(state, device_batch(run, next(train_iter)))
+    window.add(metrics)
+    in_flight.append(metrics)
+    if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+      jax.block_until_ready(in_flight.popleft())
+    last = step == train_config.num_steps
+    if step % train_config.log_every == 0 or last:
+      steps = window.steps
+      record = window.flush()
+      writer.write(step, record)
+      writer.advance(steps, {"loss": record["train/loss"]})
+    saving = step % train_config.checkpoint_every == 0 or last
+    evaluated = evaluate(step, state.params, saving=saving, last=last)
+    if evaluated:
+      writer.write(step, evaluated)
+      record.update(evaluated)
+    if saving:
+      checkpoints.save(step, state, train_iter.get_state(), config, record)
+    if step == start + 1 or evaluated or saving:
+      window.restart_clock()  # compilation, evaluation and saving are not step time
+  writer.close()
+  checkpoints.close()
+  return state, record

@@ -1,0 +1,45 @@
+"""A checkpoint of a workdir placed on the mesh of a config: what eval mode and
+`inference.load` start from (training resumes through `loop`, which also restores the data
+iterator)."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from mlvae_jax import checkpoint as checkpoint_lib
+from mlvae_jax import workdir as workdir_lib
+from mlvae_jax.state import Setup, TrainState, setup
+from mlvae_jax.workdir import SetupError
+
+
+def restore_state(
+    config: ml_collections.ConfigDict, workdir: str, step: int | None = None
+) -> tuple[TrainState, int, Setup]:
+  """(state, step, setup) of a checkpoint of `workdir`, placed on config.mesh.
+
+  `step` defaults to the best checkpoint by config.train.keep_best_metric, else the latest.
+  The mesh may differ from the one the run was trained on (e.g. 1 device for an 8-device run).
+  """
+  run = setup(config)
+  checkpoints = checkpoint_lib.Checkpoints(workdir, config.train, read_only=True)
+  try:
+    steps = checkpoints.steps()
+    if not steps:
+      raise SetupError(f"workdir {workdir} holds no checkpoint; train there first")
+    step = checkpoints.best_step() if step is None else step
+    if step not in steps:
+      raise SetupError(f"workdir {workdir} has no checkpoint at step {step}; it has {steps}")
+    # restore() fails first on mismatched shapes, the most specific error.
+    state, _ = checkpoints.restore(step, run.abstract_state, with_data=False)
+    diffs = workdir_lib.config_differences(config.to_dict(), checkpoints.saved_config(step))
+    if diffs:  # e.g. evaluating without the run's overrides would read other splits
+      raise SetupError(
+          f"checkpoint {step} of {workdir} was trained with another config "
+          f"({workdir_lib.summarise_differences(diffs)}); give the run's overrides "
+          f"(its full config is {os.path.join(workdir, workdir_lib.CONFIG_FILE)})"
+      )
+  finally:
+    checkpoints.close()
+  return state, step, run
