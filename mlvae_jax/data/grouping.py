@@ -42,6 +42,8 @@ class GroupCoding:
 
 
 def _format(value: np.generic) -> str:
+  if isinstance(value, str):  # text labels, e.g. a person's name
+    return value
   if isinstance(value, (float, np.floating)):
     return f"{float(value):g}"
   return str(int(value))

@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import time
 from typing import Any, Mapping
 
 from absl import logging
@@ -35,7 +36,7 @@ class Examples:
   """Every example of a dataset: TFDS splits concatenated, `origin` says which one."""
 
   images: np.ndarray  # [n, H, W, C], usually a read-only memmap
-  fields: Mapping[str, np.ndarray]  # scalar numeric features, [n] each
+  fields: Mapping[str, np.ndarray]  # scalar numeric and text features, [n] each
   origin: np.ndarray  # [n] int8 index into origin_names
   origin_names: tuple[str, ...]  # TFDS split names, e.g. ('test', 'train')
   pixel_scale: float  # images / pixel_scale lie in [0, 1]
@@ -162,10 +163,16 @@ def _decode_chunks(source: Any, spec: _Spec):
           f"{sorted(records[0])}); set data.image_key to one of them"
       )
     images = np.stack([np.asarray(r[spec.image_key]) for r in records])
-    fields = {key: np.asarray([r[key] for r in records]) for key, value in records[0].items()
+    fields = {key: _field_column([r[key] for r in records]) for key, value in records[0].items()
               if key != spec.image_key and np.ndim(value) == 0
-              and np.asarray(value).dtype.kind in "biuf"}
+              and np.asarray(value).dtype.kind in "biufSU"}
     yield (images[..., None] if images.ndim == 3 else images), fields
+
+
+def _field_column(values: list[Any]) -> np.ndarray:
+  """A scalar feature of every record; text (TFDS returns bytes) as str, e.g. lfw's names."""
+  column = np.asarray(values)
+  return np.char.decode(column, "utf-8") if column.dtype.kind == "S" else column
 
 
 def _write_cache(spec: _Spec, target: pathlib.Path) -> None:
@@ -209,6 +216,15 @@ def _infer_pixel_scale(images: np.ndarray) -> float:
   return 1.0 if images.max() <= 1 else 255.0
 
 
+def _report(what: str, where: Any, start: float) -> None:
+  """One line on stderr per preparation stage: what, where, how long (since `start`)."""
+  print(f"data: {what} in {where} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+
+
+def _split_sizes(builder: Any) -> str:
+  return ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items())
+
+
 def prepare(data_config: Any) -> pathlib.Path:
   """Prepares the dataset (TFDS) and its numpy cache if needed; returns the cache directory."""
   spec = _spec(data_config)
@@ -226,11 +242,16 @@ def prepare(data_config: Any) -> pathlib.Path:
       # TFDS's per-split progress bars flood logs and test output; keep them for terminals.
       tfds.display_progress_bar(sys.stderr.isatty())
       try:
+        start = time.perf_counter()
         spec.builder.download_and_prepare()
+        _report(f"prepared {spec.builder.name} ({_split_sizes(spec.builder)})",
+                spec.builder.data_dir, start)
       finally:
         tfds.display_progress_bar(True)
     if not (cache / "meta.json").is_file():
+      start = time.perf_counter()
       _write_cache(spec, cache)
+      _report(f"decoded {spec.builder.name} into a numpy cache", cache, start)
   return cache
 
 

@@ -10,7 +10,7 @@ from mlvae_jax.data.builders.labelled_images import LabelledImages
 _TEST_EVERY = 5  # every 5th example is a test example (360 of 1797), a fixed split
 
 
-class Digits(LabelledImages, skip_registration=True):
+class Digits(LabelledImages):
   """1797 images of 8x8 pixels with values 0..16; label = the digit."""
 
   name = "mlvae_digits"

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mlvae_jax.data import shapes
+from mlvae_jax.data.builders.array_record import ArrayRecordBuilder
 
 
 @dataclasses.dataclass(eq=False)
@@ -28,7 +29,7 @@ class GroupedShapesConfig(tfds.core.BuilderConfig):
     )
 
 
-class GroupedShapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class GroupedShapes(ArrayRecordBuilder):
   """Images [R, R, 1] uint8 plus one int field per factor of `shapes.FACTOR_NAMES`."""
 
   name = "mlvae_grouped_shapes"

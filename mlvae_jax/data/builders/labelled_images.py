@@ -7,8 +7,10 @@ from typing import ClassVar, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mlvae_jax.data.builders.array_record import ArrayRecordBuilder
 
-class LabelledImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+
+class LabelledImages(ArrayRecordBuilder, skip_registration=True):
   """Images [H, W, 1] uint8 with an integer `label`, stored in order (no write shuffling)."""
 
   IMAGE_SHAPE: ClassVar[tuple[int, int, int]]

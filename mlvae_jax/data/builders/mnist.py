@@ -7,6 +7,7 @@ import pathlib
 import tensorflow_datasets as tfds
 
 from mlvae_jax.data import idx
+from mlvae_jax.data.builders.array_record import given_manual_dir
 from mlvae_jax.data.builders.labelled_images import LabelledImages
 from mlvae_jax.data.errors import DataError
 
@@ -22,12 +23,12 @@ FILES = {
     "t10k-labels-idx1-ubyte": (
         (10000,), "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 }
-INSTRUCTIONS = (
+_PUT_FILES = (
     "put the four MNIST IDX files, under their standard names, gzip-compressed or raw ("
     + ", ".join(f"{name}.gz" for name in FILES)
-    + f"; from {URL} or http://yann.lecun.com/exdb/mnist/) in one directory and set "
-    "data.manual_dir to it"
+    + f"; from {URL} or http://yann.lecun.com/exdb/mnist/) in one directory"
 )
+INSTRUCTIONS = f"{_PUT_FILES} and set data.manual_dir to it"
 
 
 def locate_manual_files(manual_dir: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -59,22 +60,28 @@ def download_files(dl_manager: tfds.download.DownloadManager) -> dict[str, pathl
   return {name: pathlib.Path(path) for name, path in paths.items()}
 
 
-class Mnist(LabelledImages, skip_registration=True):
+class Mnist(LabelledImages):
   """60000 train and 10000 test images [28, 28, 1] uint8; label = the digit."""
 
   name = "mlvae_mnist"
   VERSION = tfds.core.Version("1.0.0")
   IMAGE_SHAPE = (28, 28, 1)
   HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = f"{_PUT_FILES} and pass it as --manual_dir (tfds build)"
 
   def __init__(self, *, manual_dir: str | None = None, **kwargs):
-    """`manual_dir`: a directory with the IDX files; None downloads them instead."""
+    """`manual_dir`: a directory with the IDX files; None takes TFDS's manual directory
+    (`tfds build --manual_dir`) when it holds files, else downloads them."""
     super().__init__(**kwargs)
     self._idx_dir = pathlib.Path(manual_dir).expanduser() if manual_dir else None
 
+  def _downloads(self) -> bool:
+    return self._idx_dir is None
+
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    if self._idx_dir is not None:
-      paths = locate_manual_files(self._idx_dir)
+    manual_dir = self._idx_dir or given_manual_dir(dl_manager)
+    if manual_dir is not None:
+      paths = locate_manual_files(manual_dir)
     else:
       paths = download_files(dl_manager)
     arrays = {
