@@ -47,17 +47,19 @@ def group_elbo(
     content_mu, content_logvar, style_mu, style_logvar, x, group_ids, mask, num_groups,
     decode, content_noise, style_noise, content_sample="group", variant="mlvae",
 ) -> dict[str, float]:
-  """Mean over valid groups of each ELBO term, one group at a time.
+  """Mean over valid groups of each ELBO term, one group at a time, and bits per dimension
+  (minus the batch's total ELBO over its valid observations' dimensions, in bits).
 
   `decode(c, s, x)` returns log p(x | c, s) for one observation (float64).
   """
   combine = average_of_normals if variant == "gvae" else product_of_normals
-  recon, kl_s, kl_c, valid = 0.0, 0.0, 0.0, 0
+  recon, kl_s, kl_c, valid, observations = 0.0, 0.0, 0.0, 0, 0
   for g in range(num_groups):
     members = np.nonzero((group_ids == g) & mask)[0]
     if members.size == 0:
       continue
     valid += 1
+    observations += members.size
     mu_g, logvar_g = combine(content_mu[members], content_logvar[members])
     kl_c += kl_to_standard_normal(mu_g, logvar_g)
     for i in members:
@@ -66,7 +68,10 @@ def group_elbo(
       s = style_mu[i] + np.exp(0.5 * style_logvar[i]) * style_noise[i]
       recon += decode(c, s, x[i])
       kl_s += kl_to_standard_normal(style_mu[i], style_logvar[i])
+  total_elbo = recon - kl_s - kl_c
   valid = max(valid, 1)
   terms = {"reconstruction": recon / valid, "kl_style": kl_s / valid, "kl_content": kl_c / valid}
   terms["elbo"] = terms["reconstruction"] - terms["kl_style"] - terms["kl_content"]
+  dims = max(observations, 1) * int(np.prod(np.shape(x)[1:]))
+  terms["bits_per_dim"] = -total_elbo / (dims * np.log(2.0))
   return terms
