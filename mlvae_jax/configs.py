@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.beta_content = 1.0
   c.objective.beta_style = 1.0
   c.objective.content_sample = "group"  # group | member: one content draw per group or per member
+  # Weight of HSIC(style means, group membership) added to the loss (0: the paper's objective);
+  # see mlvae_jax/independence.py.
+  c.objective.style_hsic_weight = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3
