@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import pathlib
+import zlib
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def read_bytes(path: pathlib.Path) -> bytes:
       with gzip.open(path, "rb") as f:
         return f.read()
     return path.read_bytes()
-  except (OSError, EOFError) as e:
+  except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupted deflate stream
     raise DataError(f"cannot read {path}: {e}; replace it with a fresh copy") from e
 
 
