@@ -1,4 +1,7 @@
-"""Test-time encoding (strategies 1 and 2), decoding and swapping."""
+"""Test-time encoding (strategies 1 and 2), decoding, swapping and sampling; the restored
+run object `inference.Trained`."""
+
+import collections
 
 import jax
 import jax.numpy as jnp
@@ -9,11 +12,26 @@ from mlvae_jax import configs, data, inference, models
 from tests import reference
 
 
-def _model():
+def _model(content_dim=3):
   config = configs.base_config().model
-  config.hidden, config.content_dim, config.style_dim = 16, 3, 2
+  config.hidden, config.content_dim, config.style_dim = 16, content_dim, 2
   model = models.build_model(config, (4, 4, 1))
   return model, model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))["params"]
+
+
+@pytest.fixture
+def traces():
+  """Counts the traces of each jitted function (by name) while a test runs."""
+  counts = collections.Counter()
+
+  def listen(event, duration, fun_name=None, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+      counts[fun_name] += 1
+
+  jax.monitoring.register_event_duration_secs_listener(listen)
+  yield counts
+  jax.monitoring.unregister_event_duration_listener(listen)
 
 
 def test_encode_in_chunks_equals_one_pass():
@@ -51,6 +69,65 @@ def test_swap_grid_keeps_content_along_rows_and_style_along_columns():
   assert np.all((grid >= 0) & (grid <= 1))  # Bernoulli means
 
 
+def test_trained_takes_one_observation_or_any_batch():
+  model, params = _model()
+  trained = inference.Trained(configs.base_config(), model, params, step=0)
+  rng = np.random.default_rng(3)
+  x = rng.uniform(size=(2, 3, 4, 4, 1)).astype(np.float32)
+  batch = trained.encode(x)
+  assert batch.content_mu.shape == (2, 3, 3) and batch.style_logvar.shape == (2, 3, 2)
+  one = trained.encode(x[1, 2])
+  for a, b in zip(one, batch):
+    np.testing.assert_allclose(a, b[1, 2], rtol=1e-5, atol=1e-6)
+  images = trained.decode(batch.content_mu, batch.style_mu)
+  assert images.shape == (2, 3, 4, 4, 1)
+  np.testing.assert_allclose(trained.decode(one.content_mu, one.style_mu), images[1, 2], rtol=1e-5)
+  np.testing.assert_allclose(trained.reconstruct(x[0, 1]), images[0, 1], rtol=1e-5)
+  # One content code with several styles broadcasts.
+  np.testing.assert_allclose(trained.decode(one.content_mu, batch.style_mu[0])[2],
+                             trained.decode(one.content_mu, batch.style_mu[0, 2]), rtol=1e-5)
+  flat = x.reshape(6, 4, 4, 1)
+  ids = np.array([1, 0, 1, 1, 0, 2])
+  np.testing.assert_allclose(trained.content(flat, ids).mu,
+                             inference.content_strategy2(model, params, flat, ids, 3).mu, rtol=1e-5)
+  pooled = trained.content(flat[ids == 1])  # no ids: all of x is one group
+  np.testing.assert_allclose(pooled.mu, trained.content(flat, ids).mu[1], rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(trained.content(flat[0]).mu, batch.content_mu[0, 0], rtol=1e-5)
+  assert trained.swap(flat[:2], flat[2:]).shape == (2, 4, 4, 4, 1)
+  np.testing.assert_allclose(trained.swap(flat[0], flat[2:]), trained.swap(flat[:1], flat[2:])[0],
+                             rtol=1e-5)
+  assert trained.swap(flat[0], flat[1]).shape == (4, 4, 1)
+  samples = trained.sample(5, rng=7)
+  assert samples.shape == (5, 4, 4, 1) and np.all((samples >= 0) & (samples <= 1))
+  np.testing.assert_array_equal(samples, trained.sample(5, rng=jax.random.key(7)))
+  assert not np.allclose(samples, trained.sample(5, rng=8))
+  with pytest.raises(ValueError, match=r"observations must have shape \(4, 4, 1\).*got \(3, 5\)"):
+    trained.encode(np.zeros((3, 5)))
+  with pytest.raises(ValueError, match="content_dim 3 and style_dim 2"):
+    trained.decode(np.zeros(2), np.zeros(2))
+  with pytest.raises(ValueError, match="5 group_ids for 6 observations"):
+    trained.content(flat, ids[:5])
+
+
+def test_trained_compiles_once_per_shape(traces):
+  model, params = _model(content_dim=5)  # a model no other test compiles
+  trained = inference.Trained(configs.base_config(), model, params, step=0)
+  x = np.random.default_rng(4).uniform(size=(8, 4, 4, 1)).astype(np.float32)
+
+  def use(shift):
+    trained.swap(x[:3] + shift, x[3:])  # encodes 3 and 5 rows, decodes a 3x5 grid
+    trained.encode(x[0] - shift)
+    trained.encode(x[:7])  # padded to 8 rows, as the 5 above
+    trained.sample(6, rng=int(shift * 10))  # decodes 6 rows, padded to 8
+
+  use(0.0)
+  assert traces["_encode_jit"] == 3 and traces["_decode_jit"] == 2  # rows 4, 8, 1; 16, 8
+  first = dict(traces)
+  use(0.1)
+  use(0.2)
+  assert dict(traces) == first
+
+
 def test_load_restores_a_trained_run_onto_one_device(tmp_path):
   from experiments import digits
   from mlvae_jax import train
@@ -64,6 +141,9 @@ def test_load_restores_a_trained_run_onto_one_device(tmp_path):
   x = data.load_split(trained.config.data, "test").x[:5]
   code = inference.content_strategy1(trained.model, trained.params, x)
   assert code.mu.shape == (5, config.model.content_dim) and np.all(np.isfinite(code.mu))
+  np.testing.assert_allclose(trained.encode(x).content_mu, code.mu, rtol=1e-6)
+  assert trained.content(x, [0, 0, 1, 1, 1]).mu.shape == (2, config.model.content_dim)
+  assert trained.sample(3).shape == (3, 8, 8, 1)
 
 
 def test_load_explains_a_directory_that_is_no_run(tmp_path):
