@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from mlvae_jax import configs
 from mlvae_jax import data
+from mlvae_jax import groups
 from mlvae_jax.data import grouping, policies, sources, splits
 from mlvae_jax.groups import validate_batch
 
@@ -174,6 +175,72 @@ def test_processes_read_disjoint_shards_with_global_ids(data_root, process_count
   for _ in range(3):
     parts = [next(it) for it in forever]
     validate_batch({k: np.concatenate([b[k] for b in parts]) for k in parts[0]}, 16)
+
+
+MULTI_HOST_CASES = {
+    # Sizes 1..5 drawn per group: each process packs its own groups, so the processes' batches
+    # hold different numbers of groups and one process runs out of batches first.
+    "uniform": dict(group_policy="uniform", group_size_min=1, group_size_max=5, batch_size=48,
+                    num_groups=16, split="test"),
+    # Shards of 288, 288, 287 and 287 train examples in batches of 7: processes 2 and 3 end
+    # one batch earlier; groups are the digit classes a random batch happens to hold.
+    "natural": dict(group_policy="natural", batch_size=28, num_groups=28, validation_fraction=0.2,
+                    split="train"),
+}
+
+
+@pytest.mark.parametrize("policy", MULTI_HOST_CASES)
+def test_processes_stay_in_lockstep_under_ragged_policies(data_root, policy):
+  """An epoch over 4 processes: every process yields the same number of batches (the ones a
+  process lacks are all padding), each host block meets the contract with global ids, the
+  global batch's group sizes are the hosts' own, and the epoch covers the split once."""
+  case = dict(MULTI_HOST_CASES[policy])
+  split = case.pop("split")
+  config = make_config(data_root, **case)
+  n, g, processes = case["batch_size"], case["num_groups"], 4
+  per_process = [list(data.make_batch_iterator(config, split, seed=5, process_index=p,
+                                               process_count=processes, num_epochs=1))
+                 for p in range(processes)]
+  assert len({len(batches) for batches in per_process}) == 1
+  uneven_steps = padding_batches = 0
+  for step_batches in zip(*per_process):
+    for p, batch in enumerate(step_batches):
+      validate_batch(batch, g)
+      assert len(batch["x"]) == n // processes
+      ids = batch["group_ids"][batch["mask"]]
+      assert ((ids >= p * g // processes) & (ids < (p + 1) * g // processes)).all()
+      padding_batches += not batch["mask"].any()
+    host_sizes = sum(group_sizes(batch, g) for batch in step_batches)
+    whole = {k: np.concatenate([b[k] for b in step_batches]) for k in ("group_ids", "mask")}
+    np.testing.assert_array_equal(
+        groups.group_sizes(whole["group_ids"], g, whole["mask"]), host_sizes)
+    uneven_steps += len({(group_sizes(b, g) > 0).sum() for b in step_batches}) > 1
+    if policy == "uniform":
+      assert host_sizes.max() <= case["group_size_max"]
+  assert uneven_steps and padding_batches  # the cases this test is about did occur
+  seen = [bytes(x) for batches in per_process for b in batches for x in b["x"][b["mask"]]]
+  assert sorted(seen) == sorted(map(bytes, data.load_split(config, split).x))
+
+
+@pytest.mark.parametrize("policy", MULTI_HOST_CASES)
+def test_every_process_resumes_its_own_stream(data_root, policy):
+  case = dict(MULTI_HOST_CASES[policy])
+  split = case.pop("split")
+  config = make_config(data_root, **case)
+
+  def iterators():
+    return [data.make_batch_iterator(config, split, seed=5, process_index=p, process_count=4)
+            for p in range(4)]
+
+  running = iterators()
+  for iterator in running:
+    take(iterator, 9)  # the uniform case's first epoch (9 batches when training); 6 more cross it
+  states = [json.loads(json.dumps(iterator.get_state())) for iterator in running]
+  resumed = iterators()
+  for iterator, state in zip(resumed, states):
+    iterator.set_state(state)
+  for before, after in zip(running, resumed):
+    assert_same_batches(take(before, 6), take(after, 6))
 
 
 def _rows(config, split):
