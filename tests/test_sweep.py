@@ -53,6 +53,57 @@ def test_a_sweep_file_with_a_bad_key_is_refused_before_running(tmp_path):
   assert not (tmp_path / "sweep").exists()
 
 
+# Stands in for launch.py: fails (exit 3) while SWEEP_DIR/fail-<seed> exists, exits 0
+# without final metrics while SWEEP_DIR/quiet-<seed> exists, else writes them.
+FAKE_LAUNCHER = """
+import json, os, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+workdir, seed = args["workdir"], args["config.seed"]
+print("fake run of seed", seed)
+sweep_dir = os.path.dirname(workdir)
+if os.path.exists(os.path.join(sweep_dir, "fail-" + seed)):
+  sys.exit(3)
+if not os.path.exists(os.path.join(sweep_dir, "quiet-" + seed)):
+  os.makedirs(workdir, exist_ok=True)
+  json.dump({"step": 1, "val/elbo": -10.0 - int(seed)}, open(os.path.join(workdir, "final_metrics.json"), "w"))
+"""
+
+
+def _fake_sweep(tmp_path):
+  """Runs a 3-point sweep (seeds 0, 1, 2) with the fake launcher; returns (exit status,
+  {point: status} from sweep.csv)."""
+  launcher = tmp_path / "fake_launch.py"
+  launcher.write_text(FAKE_LAUNCHER)
+  sweep_file = tmp_path / "seeds.py"
+  sweep_file.write_text("def get_sweep(arg=None):\n  return [{'seed': s} for s in range(3)]\n")
+  status = sweep.launch(
+      digits.get_config("smoke"), config_spec="experiments/digits.py:smoke", overrides={},
+      workdir=str(tmp_path / "sweep"), sweep_file=str(sweep_file), parallel=2, print_only=False,
+      launcher=(sys.executable, str(launcher)))
+  with open(tmp_path / "sweep" / sweep.CSV_FILE) as f:
+    return status, {row["point"]: row["status"] for row in csv.DictReader(f)}
+
+
+def test_a_failed_point_fails_the_sweep_and_runs_again_on_rerun(tmp_path):
+  (tmp_path / "sweep").mkdir()
+  (tmp_path / "sweep" / "fail-1").touch()
+  (tmp_path / "sweep" / "quiet-2").touch()  # exit 0 without final metrics is a failure too
+  status, points = _fake_sweep(tmp_path)
+  assert status == 1
+  assert points == {"seed=0": "done", "seed=1": "failed", "seed=2": "failed"}
+  markdown = (tmp_path / "sweep" / sweep.MARKDOWN_FILE).read_text()
+  assert "| seed=1 | failed | 1 |" in markdown and "| seed=0 | done | 0 | -10 |" in markdown
+
+  (tmp_path / "sweep" / "fail-1").unlink()  # the cause is fixed: rerun the sweep
+  (tmp_path / "sweep" / "quiet-2").unlink()
+  status, points = _fake_sweep(tmp_path)
+  assert status == 0
+  assert points == {"seed=0": "skipped", "seed=1": "done", "seed=2": "done"}
+  log = (tmp_path / "sweep" / sweep.LOG_DIR / "seed=1.log").read_text()
+  assert log.count("fake run of seed 1") == 2  # both tries kept
+  assert (tmp_path / "sweep" / sweep.LOG_DIR / "seed=0.log").read_text().count("fake run") == 1
+
+
 @pytest.mark.slow
 def test_two_by_two_smoke_sweep_runs_skips_finished_points_and_summarises(tmp_path):
   workdir = tmp_path / "sweep"
