@@ -96,10 +96,14 @@ class ContentCode(NamedTuple):
   logvar: jax.Array
 
 
+_MIN_CHUNK = 64  # rows: small calls share one compilation, and cost little more than one row
+
+
 def _chunk_rows(n: int, batch_size: int) -> int:
-  """Rows per jitted call: the next power of two >= n, at most `batch_size`, so any number
-  of rows compiles one of a few shapes (one observation does not pay for 1024)."""
-  return min(batch_size, 1 << max(0, n - 1).bit_length())
+  """Rows per jitted call: the next power of two >= n (at least 64, at most `batch_size`),
+  so any number of rows compiles one of a few shapes and one observation does not pay for
+  1024."""
+  return min(batch_size, max(_MIN_CHUNK, 1 << max(0, n - 1).bit_length()))
 
 
 def _map_chunks(fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], batch_size: int) -> Any:

@@ -112,16 +112,16 @@ def test_trained_takes_one_observation_or_any_batch():
 def test_trained_compiles_once_per_shape(traces):
   model, params = _model(content_dim=5)  # a model no other test compiles
   trained = inference.Trained(configs.base_config(), model, params, step=0)
-  x = np.random.default_rng(4).uniform(size=(8, 4, 4, 1)).astype(np.float32)
+  x = np.random.default_rng(4).uniform(size=(100, 4, 4, 1)).astype(np.float32)
 
   def use(shift):
-    trained.swap(x[:3] + shift, x[3:])  # encodes 3 and 5 rows, decodes a 3x5 grid
+    trained.swap(x[:3] + shift, x[3:8])  # encodes 3 and 5 rows, decodes a 3x5 grid
     trained.encode(x[0] - shift)
-    trained.encode(x[:7])  # padded to 8 rows, as the 5 above
-    trained.sample(6, rng=int(shift * 10))  # decodes 6 rows, padded to 8
+    trained.encode(x[:70])  # padded to 128 rows; up to 64 rows pad to 64
+    trained.sample(80, rng=int(shift * 10))  # decodes 80 rows, padded to 128
 
   use(0.0)
-  assert traces["_encode_jit"] == 3 and traces["_decode_jit"] == 2  # rows 4, 8, 1; 16, 8
+  assert traces["_encode_jit"] == 2 and traces["_decode_jit"] == 2  # rows 64, 128 for each
   first = dict(traces)
   use(0.1)
   use(0.2)

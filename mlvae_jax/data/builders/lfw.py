@@ -37,7 +37,8 @@ def _decode_jpeg(data: bytes) -> np.ndarray:
   try:
     from PIL import Image  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise DataError("mlvae_lfw decodes the LFW JPEGs with Pillow: pip install pillow") from e
+    raise DataError(
+        "mlvae_lfw decodes the LFW JPEGs with Pillow: pip install 'mlvae_jax[faces]'") from e
   with Image.open(io.BytesIO(data)) as image:
     return np.asarray(image.convert("RGB"))
 
