@@ -20,4 +20,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HYPOTHESIS_PROFILE_VARIABLE = "MLVAE_HYPOTHESIS_PROFILE"
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
 settings.register_profile("explore", print_blob=True, deadline=None)
-settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_VARIABLE, "ci"))
+HYPOTHESIS_PROFILE = os.environ.get(HYPOTHESIS_PROFILE_VARIABLE, "ci")
+settings.load_profile(HYPOTHESIS_PROFILE)
+
+
+def pytest_report_header(config) -> str:
+  return f"hypothesis profile '{HYPOTHESIS_PROFILE}' (set {HYPOTHESIS_PROFILE_VARIABLE}=ci|explore)"
