@@ -17,6 +17,7 @@ from tests.test_launch import snapshot
 from tests.test_train import PARITY_RTOL, eight_device_run, losses, params_at, smoke_config  # noqa: F401
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [2, 1])
 def test_a_run_checkpointed_on_eight_devices_resumes_on_fewer(eight_device_run, tmp_path, devices):
   workdir8, config8, _ = eight_device_run
