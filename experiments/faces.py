@@ -7,7 +7,7 @@ of 64x64 images with a per-person field (`tfds_name=`, with data.image_key / dat
 Ten people with 44 to 60 photos each never appear in training; the `accumulation` evaluator
 pools 1 to 16 of their photos into one content code and identifies the rest.
 
-  python -m mlvae_jax.data.builders mlvae_lfw --data_dir=~/.cache/mlvae_jax/tfds  # once
+  python -m mlvae_jax.data.builders mlvae_lfw --data_dir=$HOME/.cache/mlvae_jax/tfds  # once
   python launch.py --config=experiments/faces.py --workdir=/tmp/faces
 
 Args: `smoke`, `tfds_name=mlvae_lfw`, `variant=mlvae|gvae|vae`,
