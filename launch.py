@@ -44,9 +44,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # noqa: BLE001 - any parse failure is the user's input
-    from mlvae_jax import workdir
+    from mlvae_jax import config_helpers
 
-    sys.exit(f"launch.py: error: {workdir.describe_flag_error(argv[1:], e)}")
+    sys.exit(f"launch.py: error: {config_helpers.describe_flag_error(argv[1:], e)}")
 
 
 def main(argv: list[str]) -> None:
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # libraries log much at INFO; --verbosity=0 shows it
   from mlvae_jax import sharding, sweep, train
-  from mlvae_jax.workdir import SetupError, describe_flag_error
+  from mlvae_jax.config_helpers import SetupError, describe_flag_error
 
   try:
     config = _CONFIG.value

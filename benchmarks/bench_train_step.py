@@ -44,16 +44,16 @@ def main() -> None:
 
   from machine_info import describe  # beside this script; imports jax, so after XLA_FLAGS
   from mlvae_jax import data as data_lib
-  from mlvae_jax import loop, sharding, state, workdir
+  from mlvae_jax import config_helpers, loop, sharding, state
 
-  path, arg = workdir.split_config_spec(args.config)
+  path, arg = config_helpers.split_config_spec(args.config)
   rows = []
   print("| backend | devices | batch | ms/step | obs/s |\n|---|---|---|---|---|")
   for batch_size in map(int, args.batch_sizes.split(",")):
     for devices in map(int, args.devices.split(",")):
       if devices > jax.device_count():
         continue
-      config = workdir.load_module(path).get_config(arg)
+      config = config_helpers.load_module(path).get_config(arg)
       config.data.batch_size = batch_size
       config.data.num_groups = batch_size // config.data.group_size
       config.mesh.data = devices

@@ -11,7 +11,7 @@ from typing import Any
 
 import ml_collections
 
-VARIANTS = ("mlvae", "gvae", "vae")  # the ML-VAE and its baselines (see config.objective)
+from mlvae_jax.configs import VARIANTS, evaluator
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -31,10 +31,11 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
 
 def set_schedule(config: ml_collections.ConfigDict, num_steps: int, log_every: int,
                  eval_every: int) -> None:
-  """Run length and cadence: validate and checkpoint together, keeping the best by val ELBO."""
+  """Run length and cadence: validate (evals.val) and checkpoint together, keeping the best
+  checkpoint by the validation ELBO."""
   config.train.num_steps = num_steps
   config.train.log_every = log_every
-  config.train.eval_every = eval_every
+  config.evals.val.every = eval_every
   config.train.checkpoint_every = eval_every
   config.train.keep_best_metric = "val/elbo"
 
@@ -55,7 +56,8 @@ def apply_common(config: ml_collections.ConfigDict, args: ml_collections.ConfigD
   config.model.style_dim = 4
   config.train.num_steps = 4
   config.train.log_every = 2
-  config.train.eval_every = 4
   config.train.checkpoint_every = 2
-  config.eval.num_batches = 1
-  config.eval.evaluators = "elbo"
+  config.evals = ml_collections.ConfigDict({
+      "val": evaluator("elbo", split="validation", every=4, max_batches=1),
+      "test": evaluator("elbo", split="test", max_batches=1),
+  })

@@ -10,7 +10,7 @@ Args (comma-separated after ':'): `smoke` (seconds), `variant=mlvae|gvae|vae` (b
 """
 
 from experiments import common
-from mlvae_jax import configs, sweep
+from mlvae_jax import config_helpers, configs
 
 
 def get_config(arg=None):
@@ -27,11 +27,12 @@ def get_config(arg=None):
   config.model.style_dim = 8
   config.model.likelihood = args.likelihood
   common.set_schedule(config, 20000, log_every=200, eval_every=5000)
-  config.eval.evaluators = "elbo,classify,accumulation,images"
+  config.evals.accumulation = configs.evaluator("accumulation")
+  config.evals.images = configs.evaluator("images")
   common.apply_common(config, args)
   return config
 
 
 def get_sweep(arg=None):
   del arg  # the same points for the full and the smoke config
-  return sweep.product({"objective.variant": ["mlvae", "vae"], "seed": [0, 1]})
+  return config_helpers.product({"objective.variant": ["mlvae", "vae"], "seed": [0, 1]})

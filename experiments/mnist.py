@@ -11,7 +11,7 @@ Args: `smoke`, `likelihood=bernoulli|gaussian` (the decoder), `variant=mlvae|gva
 """
 
 from experiments import common
-from mlvae_jax import configs, sweep
+from mlvae_jax import config_helpers, configs
 
 
 def get_config(arg=None):
@@ -30,7 +30,8 @@ def get_config(arg=None):
   config.model.likelihood = args.likelihood
   config.optim.learning_rate = 1e-3
   common.set_schedule(config, 20000, log_every=100, eval_every=2000)
-  config.eval.evaluators = "elbo,classify,accumulation,images"
+  config.evals.accumulation = configs.evaluator("accumulation")
+  config.evals.images = configs.evaluator("images")
   common.apply_common(config, args)
   return config
 
@@ -38,4 +39,4 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   """ML-VAE against its baselines, for the decoder the config arg picks (docs/mnist/)."""
   del arg
-  return sweep.product({"objective.variant": ["mlvae", "gvae", "vae"]})
+  return config_helpers.product({"objective.variant": ["mlvae", "gvae", "vae"]})

@@ -10,7 +10,7 @@ Args: `smoke`, `resolution=32|64`, `variant=mlvae|gvae|vae`, `likelihood=bernoul
 """
 
 from experiments import common
-from mlvae_jax import configs, sweep
+from mlvae_jax import config_helpers, configs
 
 
 def get_config(arg=None):
@@ -35,7 +35,9 @@ def get_config(arg=None):
   config.model.likelihood = args.likelihood
   config.optim.learning_rate = 5e-4
   common.set_schedule(config, 20000, log_every=100, eval_every=2000)
-  config.eval.evaluators = "elbo,classify,accumulation,disentanglement,images"
+  config.evals.accumulation = configs.evaluator("accumulation")
+  config.evals.disentanglement = configs.evaluator("disentanglement")
+  config.evals.images = configs.evaluator("images")
   common.apply_common(config, args)
   if args.smoke:
     config.data.num_examples = 2048  # validation then has >= 2 members of each (shape, scale)
@@ -46,7 +48,7 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   del arg
-  return sweep.product({
+  return config_helpers.product({
       "objective.variant": ["mlvae", "gvae", "vae"],
       "objective.beta_style": [1.0, 4.0],
   })

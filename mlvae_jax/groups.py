@@ -1,6 +1,6 @@
 """Segment operations over ragged groups with static shapes.
 
-A batch holds N observations in at most G group slots (DESIGN.md section 2). Each host's
+A batch holds N observations in at most G group slots (docs/model.md, section 2). Each host's
 batch has sorted ids and padding rows with id G, dropped by `jax.ops.segment_sum`, so every
 function here compiles once per (N, G) whatever the group sizes are. A multi-host global batch
 is the hosts' batches end to end, so a host's padding (id G) may precede the next host's ids:
@@ -111,7 +111,7 @@ def average_evidence(
 
 
 class BatchError(ValueError):
-  """A batch that breaks the batch contract of DESIGN.md section 2."""
+  """A batch that breaks the batch contract of docs/model.md, section 2."""
 
 
 def _rows(indices: np.ndarray, limit: int = 8) -> str:

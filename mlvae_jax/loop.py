@@ -129,7 +129,7 @@ def _discard_run(workdir: str) -> None:
 
 
 # One dispatch per step rather than one per metric: the loop is host-bound for small models.
-_add_trees = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
+add_trees = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))
 
 
 class _Window:
@@ -152,7 +152,7 @@ class _Window:
     self.started = time.perf_counter()
 
   def add(self, metrics: dict[str, jax.Array]) -> None:
-    self.sums = metrics if self.sums is None else _add_trees(self.sums, metrics)
+    self.sums = metrics if self.sums is None else add_trees(self.sums, metrics)
     self.steps += 1
     self.timed_steps += 1
 

@@ -2,7 +2,7 @@
 
     L(G) = sum_i E[log p(x_i | C_G, S_i)] - sum_i KL(q(S_i|x_i) || p(S)) - KL(q(C_G|X_G) || p(C))
 
-averaged over the valid groups of a batch (DESIGN.md section 1). Per-observation terms are
+averaged over the valid groups of a batch (docs/model.md, section 1). Per-observation terms are
 vmapped, group sums go through `segment_sum`, so one compilation serves every group structure
 with the same (N, G).
 """
@@ -17,10 +17,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from mlvae_jax import groups
-from mlvae_jax.configs import check_choice
+from mlvae_jax.configs import VARIANTS, check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
-VARIANTS = ("mlvae", "gvae", "vae")
 CONTENT_SAMPLES = ("group", "member")
 
 DecodeFn = Callable[[jax.Array, jax.Array], Likelihood]

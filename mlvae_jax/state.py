@@ -20,6 +20,7 @@ from mlvae_jax import data as data_lib
 from mlvae_jax import objectives
 from mlvae_jax import sharding
 from mlvae_jax import workdir as workdir_lib
+from mlvae_jax.config_helpers import get_path
 from mlvae_jax.models import build_model
 from mlvae_jax.workdir import SetupError
 
@@ -143,7 +144,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   checks = [
       (t.num_steps >= 0, "train.num_steps", "a step count >= 0"),
       (t.log_every >= 1, "train.log_every", "a step count >= 1"),
-      (t.eval_every >= 1, "train.eval_every", "a step count >= 1"),
       (t.checkpoint_every >= 1, "train.checkpoint_every", "a step count >= 1"),
       (t.keep_checkpoints >= 1, "train.keep_checkpoints", "a count >= 1"),
       (t.resume in workdir_lib.RESUME_MODES, "train.resume", f"one of {workdir_lib.RESUME_MODES}"),
@@ -151,12 +151,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (o.learning_rate > 0, "optim.learning_rate", "a rate > 0"),
       (0 <= o.warmup_steps, "optim.warmup_steps", "a step count >= 0"),
       (o.grad_clip_norm >= 0, "optim.grad_clip_norm", "a norm >= 0 (0 disables clipping)"),
-      (config.eval.num_batches >= 1, "eval.num_batches", "a count >= 1"),
       (config.data.batch_size >= 1, "data.batch_size", "a size >= 1"),
   ]
   for ok, key, expected in checks:
     if not ok:
-      value = config
-      for part in key.split("."):
-        value = value[part]
-      raise SetupError(f"config.{key}={value!r} is invalid; use {expected}")
+      raise SetupError(f"config.{key}={get_path(config, key)!r} is invalid; use {expected}")

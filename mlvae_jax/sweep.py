@@ -1,7 +1,7 @@
 """Sweeps: lists of config overrides, run locally P at a time or printed for a scheduler.
 
 A sweep is what `get_sweep(arg)` returns (in the experiment file or a separate sweep file):
-a list of {dotted key: value} points, usually built with `product`. Each point runs as its
+a list of {dotted key: value} points, usually built with `config_helpers.product`. Each point runs as its
 own `launch.py` process in WORKDIR/<point name>; a point whose final_metrics.json exists is
 finished and skipped when the sweep is run again. The summary goes to WORKDIR/sweep.csv and
 WORKDIR/sweep.md.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import itertools
 import os
 import re
 import shlex
@@ -22,23 +21,15 @@ from typing import Any, Mapping, Sequence
 
 import ml_collections
 
-from mlvae_jax.evaluation.report import headline_metrics
-from mlvae_jax.workdir import (
-    FINAL_METRICS_FILE, SetupError, check_writable, load_module, read_json, split_config_spec,
-    unknown_key_message,
+from mlvae_jax.config_helpers import (
+    Point, SetupError, load_module, set_path, split_config_spec, unknown_key_message,
 )
+from mlvae_jax.evaluation.report import headline_metrics
+from mlvae_jax.workdir import FINAL_METRICS_FILE, check_writable, read_json
 
 CSV_FILE = "sweep.csv"
 MARKDOWN_FILE = "sweep.md"
 LOG_DIR = "logs"
-
-Point = dict[str, Any]
-
-
-def product(axes: Mapping[str, Sequence[Any]]) -> list[Point]:
-  """Every combination of the values of `axes` ({dotted key: values}), first key slowest."""
-  keys = list(axes)
-  return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
 
 
 def load_points(path: str, arg: str | None) -> list[Point]:
@@ -70,14 +61,8 @@ def apply_overrides(config: ml_collections.ConfigDict, point: Point) -> ml_colle
   config = ml_collections.ConfigDict(config.to_dict(), type_safe=True)
   config.lock()
   for key, value in point.items():
-    *parents, leaf = key.split(".")
-    node = config
     try:
-      for part in parents:
-        node = node[part]
-      if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
-        raise KeyError(key)
-      node[leaf] = value
+      set_path(config, key, value)
     except (KeyError, AttributeError):
       raise SetupError(unknown_key_message(config, key)) from None
     except TypeError as e:

@@ -133,3 +133,11 @@ def test_lfw_builder_names_the_missing_archive(tmp_path):
   builder = tfds.builder("mlvae_lfw", data_dir=str(tmp_path / "tfds"))
   with pytest.raises(data.DataError, match=f"{manual}/lfw.tgz is missing; put lfw.tgz"):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
+
+
+def test_faces_experiment_says_how_to_prepare_lfw(tmp_path):
+  config = faces.get_config("smoke").data
+  config.data_dir = str(tmp_path)
+  with pytest.raises(data.DataError, match="'mlvae_lfw' is not prepared in .*; run: python -m "
+                     f"mlvae_jax.data.builders mlvae_lfw --data_dir={tmp_path}"):
+    data.load_split(config, "train")

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -63,8 +64,10 @@ def test_eval_on_one_device_of_an_eight_device_run(trained):
   workdir, _ = trained
   result = run_launch(SMOKE, f"--workdir={workdir}", "--mode=eval", devices=1)
   assert result.returncode == 0, result.stderr
-  metrics = json.loads(result.stdout.strip().splitlines()[-1])
-  assert metrics["step"] in (2, 4) and "elbo/validation/elbo" in metrics
+  lines = result.stdout.strip().splitlines()
+  metrics = json.loads(lines[-1])
+  assert metrics["step"] in (2, 4) and np.isfinite(metrics["val/elbo"])
+  assert f"evaluated checkpoint {workdir / 'checkpoints' / str(metrics['step'])}" in lines
 
 
 def test_eval_with_another_config_is_refused(trained):
@@ -91,10 +94,26 @@ def _assert_refused(result, pattern, workdir, before):
     ("--config.train.num_steps=three", r"config.train.num_steps must be of type int, got 'three'"),
     ("--config.data.batch_size=60", r"batch_size=60 is not divisible by the 8 devices"),
     ("--config.train.resume=sometimes", r"config.train.resume='sometimes' is invalid"),
+    ("--config.evals.val.type=elbow", r"config.evals.val.type='elbow' is unknown; use one of \["),
+    ("--config.evals.val.max_batch=2", r"unknown config key 'evals.val.max_batch'; did you mean 'evals.val.max_batches'"),
+    ("--config.train.keep_best_metric=val/accuracy", r"evaluator 'val' reports no 'accuracy'"),
 ])
 def test_bad_config_is_one_line_and_touches_nothing(tmp_path, override, pattern):
   workdir = tmp_path / "run"
   _assert_refused(run_launch(SMOKE, f"--workdir={workdir}", override), pattern, workdir, None)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.name for p in (ROOT / "experiments").glob("*.py")
+                                               if p.name not in ("__init__.py", "common.py")))
+def test_loading_an_experiment_imports_no_jax(experiment):
+  """Configs stay light: loading one (what every launch, sweep and flag error does) must not
+  pull in jax, flax or the evaluation stack."""
+  code = ("import runpy, sys; runpy.run_path(sys.argv[1])['get_config']('smoke'); "
+          "print(sorted(m for m in ('jax', 'flax', 'sklearn', 'orbax', 'grain') if m in sys.modules))")
+  result = subprocess.run([sys.executable, "-c", code, f"experiments/{experiment}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == "[]"
 
 
 def test_unwritable_workdir(tmp_path):

@@ -6,13 +6,13 @@ import sys
 import pytest
 
 from experiments import digits
-from mlvae_jax import sweep
+from mlvae_jax import config_helpers, sweep
 from mlvae_jax.workdir import SetupError
 from tests.test_launch import SMOKE, run_launch
 
 
 def test_product_is_every_combination_first_key_slowest():
-  assert sweep.product({"a": [1, 2], "b": ["x", "y"]}) == [
+  assert config_helpers.product({"a": [1, 2], "b": ["x", "y"]}) == [
       {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
 
 

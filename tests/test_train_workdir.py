@@ -4,7 +4,7 @@ one-line explanation of a bad command line."""
 import pytest
 
 from experiments import digits
-from mlvae_jax import workdir
+from mlvae_jax import config_helpers, workdir
 from mlvae_jax.workdir import SetupError
 
 
@@ -51,13 +51,13 @@ def test_writability_is_checked_without_creating_anything(tmp_path):
 @pytest.mark.parametrize("key, expected", [
     ("model.hiden", "did you mean 'model.hidden'?"),
     ("modle.hidden", "did you mean 'model.hidden'?"),
-    ("zzz", "valid keys start with one of: data, eval, mesh, model, objective, optim, seed, train"),
+    ("zzz", "valid keys start with one of: data, evals, mesh, model, objective, optim, seed, train"),
 ])
 def test_unknown_keys_suggest_the_nearest_valid_key(key, expected):
-  assert workdir.unknown_key_message(digits.get_config(), key).endswith(expected)
+  assert config_helpers.unknown_key_message(digits.get_config(), key).endswith(expected)
 
 
 def test_flag_errors_name_the_bad_override():
   argv = ["--config=experiments/digits.py:smoke", "--config.seed=x"]
-  message = workdir.describe_flag_error(argv, ValueError("flag --config.seed=x: invalid literal"))
+  message = config_helpers.describe_flag_error(argv, ValueError("flag --config.seed=x: invalid literal"))
   assert message == "--config.seed=x: config.seed must be of type int, got 'x'"

@@ -1,7 +1,7 @@
 """Grouped data for ML-VAE: datasets, splits and fixed-shape ragged-group batches.
 
     it = make_batch_iterator(config.data, "train", seed=config.seed)
-    batch = next(it)               # x, group_ids, mask, labels[, factors]: DESIGN.md section 2
+    batch = next(it)               # x, group_ids, mask, labels[, factors]: docs/model.md section 2
     state = it.get_state()         # JSON; it.set_state(state) resumes at the same batch
     test = load_split(config.data, "test")   # whole split as arrays, for evaluation
 

@@ -107,7 +107,10 @@ def _spec(data_config: Any) -> _Spec:
 
 
 def _generic_builder(data_config: Any, root: str) -> Any:
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds
+
+  from mlvae_jax.data.builders.array_record import ArrayRecordBuilder
 
   if not data_config.tfds_name:
     raise DataError("data.name='tfds' needs data.tfds_name, e.g. 'dsprites' or 'shapes3d'")
@@ -119,11 +122,14 @@ def _generic_builder(data_config: Any, root: str) -> Any:
         "check data.tfds_name (see mlvae_jax/data/README.md)"
     ) from e
   if not builder.is_prepared():
-    raise DataError(
-        f"TFDS dataset {data_config.tfds_name!r} is not prepared in {root}; with the [tf] "
-        f"extra installed run: tfds build {data_config.tfds_name} --data_dir={root} "
-        "--file_format=array_record (see mlvae_jax/data/README.md)"
-    )
+    name = data_config.tfds_name
+    if isinstance(builder, ArrayRecordBuilder):  # ours, e.g. mlvae_lfw: no TensorFlow needed
+      how = f"run: python -m mlvae_jax.data.builders {name} --data_dir={root}"
+    else:
+      how = (f"with the [tf] extra installed run: tfds build {name} --data_dir={root} "
+             "--file_format=array_record")
+    raise DataError(f"TFDS dataset {name!r} is not prepared in {root}; {how} (see "
+                    "mlvae_jax/data/README.md)")
   return builder
 
 

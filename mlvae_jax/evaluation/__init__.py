@@ -1,64 +1,49 @@
-"""Evaluation protocols, selected by name in `config.eval.evaluators`.
+"""Evaluators, declared in the config as `config.evals.<name>` (the big_vision contract).
 
-`run_evaluators` runs each protocol on a trained model and writes `eval/metrics.json`,
-`eval/report.md` and the image grids into the output directory.
+    config.evals.val = configs.evaluator("elbo", split="validation", every=500)
+    config.evals.unseen_curve = configs.evaluator("accumulation", split="unseen", repeats=10)
+
+Each entry has a `type` (an evaluator class registered under that name), the `split` it
+measures, `every` (a step count; 0 = only at the end of the run) and the type's own
+settings, all in config.json. During training `Evaluators` is the loop's hook: each
+evaluator runs at its cadence (metrics '<name>/<metric>' go to metrics.jsonl and
+TensorBoard), keep-best's evaluator at every checkpoint, and all of them at the end, when
+WORKDIR/eval/ gets metrics.json, report.md and the pictures. `--mode=eval` runs the same
+evaluators on a restored checkpoint.
+
+Adding an evaluator type takes one small class and one line of settings:
+
+    # mlvae_jax/evaluation/my_metric.py
+    @register("my_metric")
+    class MyMetric(Evaluator):
+      def __init__(self, ctx, settings):      # read data here, so bad settings fail early
+        super().__init__(ctx, settings)
+        self.data = ctx.split(settings.split, settings.max_examples)
+
+      def run(self, params):                  # host (numpy) params; process 0 only
+        codes = self.ctx.codes(params, self.settings.split, self.settings.max_examples)
+        return {"value": float(...)}
+
+    # mlvae_jax/configs.py, EVALUATOR_SETTINGS:
+    "my_metric": {"max_examples": 5000},
+
+then import the module below so it registers. `ctx` (`EvalContext`) gives the config, the
+run's setup (model, mesh, loss), `split(name, max_examples)` read once per run,
+`codes(params, split, max_examples)` encoded once per parameters (shared by every
+evaluator reading the same split) and `output_dir` for pictures. A type that shards
+batches over the mesh sets `on_mesh = True` and receives the train state's parameters on
+every process (see heldout_elbo.py).
 """
 
 from __future__ import annotations
 
-import json
-import pathlib
-import time
-from typing import Any, Callable
-
-import ml_collections
-
-from mlvae_jax.evaluation.accumulation import accumulation_curve
-from mlvae_jax.evaluation.classification import latent_classification
+from mlvae_jax.evaluation import (  # noqa: F401 - importing a protocol registers its type
+    accumulation, classification, disentanglement, heldout_elbo, images,
+)
+from mlvae_jax.evaluation.base import EVALUATORS, Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
-from mlvae_jax.evaluation.disentanglement import factor_disentanglement
-from mlvae_jax.evaluation.heldout_elbo import heldout_elbo
-from mlvae_jax.evaluation.images import image_grids
-from mlvae_jax.evaluation.report import headline, write_report
-from mlvae_jax.models import MLVAE
+from mlvae_jax.evaluation.report import headline, headline_metrics
+from mlvae_jax.evaluation.suite import EVAL_DIR, Evaluators, check_entry
 
-__all__ = ["EVALUATORS", "EvalContext", "evaluator_names", "headline", "run_evaluators"]
-
-EVALUATORS: dict[str, Callable[[EvalContext], dict[str, float]]] = {
-    "elbo": heldout_elbo,
-    "classify": latent_classification,
-    "accumulation": accumulation_curve,
-    "disentanglement": factor_disentanglement,
-    "images": image_grids,
-}
-
-
-def evaluator_names(config: ml_collections.ConfigDict) -> list[str]:
-  """The configured protocols; unknown names fail before any training starts."""
-  names = [name.strip() for name in config.eval.evaluators.split(",") if name.strip()]
-  unknown = [name for name in names if name not in EVALUATORS]
-  if unknown:
-    raise ValueError(
-        f"config.eval.evaluators names unknown protocols {unknown}; choose from {sorted(EVALUATORS)}"
-    )
-  return names
-
-
-def run_evaluators(
-    config: ml_collections.ConfigDict, params: Any, model: MLVAE, workdir: str | pathlib.Path,
-    step: int | None = None,
-) -> dict[str, float]:
-  """Runs the configured protocols; returns `{'<protocol>/<metric>': value}` and writes a report."""
-  output_dir = pathlib.Path(workdir) / "eval"
-  output_dir.mkdir(parents=True, exist_ok=True)
-  ctx = EvalContext(config=config, model=model, params=params, output_dir=output_dir)
-  metrics: dict[str, float] = {}
-  timings: dict[str, float] = {}
-  for name in evaluator_names(config):
-    start = time.perf_counter()
-    for key, value in EVALUATORS[name](ctx).items():
-      metrics[f"{name}/{key}"] = float(value)
-    timings[name] = time.perf_counter() - start
-  (output_dir / "metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
-  write_report(output_dir / "report.md", config, metrics, timings, step)
-  return metrics
+__all__ = ["EVALUATORS", "EVAL_DIR", "EvalContext", "Evaluator", "Evaluators", "check_entry",
+           "headline", "headline_metrics", "register"]

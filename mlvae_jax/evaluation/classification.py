@@ -1,21 +1,37 @@
-"""Latent classification: does the content code (strategy 1, one image) identify the group?
+"""`classify`: does the content code (strategy 1, one image) identify the group?
 
-Style should carry little group information, so the style probe is reported beside it.
+Linear probes are fitted on the codes of `fit_split` and scored on `split`; style should
+carry little group information, so the style probe is reported beside the content probe.
 """
 
 from __future__ import annotations
 
-from mlvae_jax import inference
+from typing import Any
+
+import ml_collections
+
+from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy
 
 
-def latent_classification(ctx: EvalContext) -> dict[str, float]:
-  train, test = ctx.split("train"), ctx.split("test")
-  train_post = inference.encode(ctx.model, ctx.params, train.x)
-  test_post = inference.encode(ctx.model, ctx.params, test.x)
-  return {
-      "content_accuracy": probe_accuracy(train_post.content_mu, train.labels, test_post.content_mu, test.labels),
-      "style_accuracy": probe_accuracy(train_post.style_mu, train.labels, test_post.style_mu, test.labels),
-      "chance": majority_rate(test.labels),
-  }
+@register("classify")
+class LatentClassification(Evaluator):
+  """content_accuracy, style_accuracy and chance (the majority rate of `split`)."""
+
+  def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
+    super().__init__(ctx, settings)
+    self.fit = ctx.split(settings.fit_split, settings.max_examples)
+    self.test = ctx.split(settings.split, settings.max_examples)
+
+  def run(self, params: Any) -> dict[str, float]:
+    s = self.settings
+    fit = self.ctx.codes(params, s.fit_split, s.max_examples)
+    test = self.ctx.codes(params, s.split, s.max_examples)
+    return {
+        "content_accuracy": probe_accuracy(fit.content_mu, self.fit.labels, test.content_mu,
+                                           self.test.labels),
+        "style_accuracy": probe_accuracy(fit.style_mu, self.fit.labels, test.style_mu,
+                                         self.test.labels),
+        "chance": majority_rate(self.test.labels),
+    }

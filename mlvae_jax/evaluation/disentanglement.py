@@ -1,55 +1,59 @@
-"""Disentanglement of content and style against the ground-truth factors (grouped_shapes).
+"""`disentanglement`: content and style against the ground-truth factors (grouped_shapes).
 
 The factors named in `config.data.group_by` are shared within a group (content); the others
 vary freely (style). A good ML-VAE puts content factors in the content code and style factors
-in the style code: each factor is probed linearly from each code, and the score is the
-probe's gain over the majority rate, normalised to [0, 1] (1 = perfectly predictable).
+in the style code: each factor is probed linearly from each code (fitted on `fit_split`,
+scored on `split`), and the score is the probe's gain over the majority rate, normalised to
+[0, 1] (1 = perfectly predictable).
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping, Sequence
+
+import ml_collections
 import numpy as np
 
-from mlvae_jax import inference
+from mlvae_jax.data.grouping import parse_group_by
+from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy
 
-MAX_BINS = 8
 
-
-def _discretise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
-  """Class labels for a factor: its own values if few, else quantile bins of `reference`."""
-  if len(np.unique(reference)) <= MAX_BINS:
-    return values.astype(np.int64) if np.all(np.mod(reference, 1) == 0) else np.searchsorted(np.unique(reference), values)
-  edges = np.quantile(reference, np.linspace(0, 1, MAX_BINS + 1)[1:-1])
+def discretise(values: np.ndarray, reference: np.ndarray, bins: int) -> np.ndarray:
+  """Class labels for a factor: its own values if at most `bins`, else quantile bins of
+  `reference`."""
+  if len(np.unique(reference)) <= bins:
+    if np.all(np.mod(reference, 1) == 0):
+      return values.astype(np.int64)
+    return np.searchsorted(np.unique(reference), values)
+  edges = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])
   return np.searchsorted(edges, values)
 
 
-def _normalised_gain(accuracy: float, chance: float) -> float:
+def normalised_gain(accuracy: float, chance: float) -> float:
+  """(accuracy - chance) / (1 - chance), floored at 0: 1 = perfectly predictable."""
   return max(0.0, (accuracy - chance) / max(1e-9, 1.0 - chance))
 
 
-def factor_disentanglement(ctx: EvalContext) -> dict[str, float]:
-  train, test = ctx.split("train"), ctx.split("test")
-  if train.factors is None:
-    raise ValueError(
-        f"evaluator 'disentanglement' needs ground-truth factors, which dataset "
-        f"'{ctx.config.data.name}' lacks; use data.name='grouped_shapes' or drop it from "
-        "config.eval.evaluators"
-    )
-  content_factors = {name.strip() for name in ctx.config.data.group_by.split(",")}
-  train_post = inference.encode(ctx.model, ctx.params, train.x)
-  test_post = inference.encode(ctx.model, ctx.params, test.x)
-  codes = {"content": (train_post.content_mu, test_post.content_mu),
-           "style": (train_post.style_mu, test_post.style_mu)}
+def factor_gains(
+    codes: Mapping[str, tuple[np.ndarray, np.ndarray]], fit_factors: np.ndarray,
+    test_factors: np.ndarray, factor_names: Sequence[str], content_factors: set[str], bins: int,
+) -> dict[str, float]:
+  """<factor>/<code> gains of probes fitted on (fit code, fit factors) and scored on the
+  test ones; on_target (content factors from 'content', the others from 'style'), leakage
+  (the other pairings) and score = on_target - leakage. `codes`: {'content' | 'style':
+  (fit codes [n, d], test codes [m, d])}."""
   metrics: dict[str, float] = {}
   on_target, off_target = [], []
-  for j, name in enumerate(train.factor_names):
-    train_labels = _discretise(train.factors[:, j], train.factors[:, j])
-    test_labels = _discretise(test.factors[:, j], train.factors[:, j])
+  for j, name in enumerate(factor_names):
+    reference = fit_factors[:, j]
+    fit_labels = discretise(reference, reference, bins)
+    test_labels = discretise(test_factors[:, j], reference, bins)
     chance = majority_rate(test_labels)
-    for code_name, (train_code, test_code) in codes.items():
-      gain = _normalised_gain(probe_accuracy(train_code, train_labels, test_code, test_labels), chance)
+    for code_name, (fit_code, test_code) in codes.items():
+      accuracy = probe_accuracy(fit_code, fit_labels, test_code, test_labels)
+      gain = normalised_gain(accuracy, chance)
       metrics[f"{name}/{code_name}"] = gain
       belongs = (name in content_factors) == (code_name == "content")
       (on_target if belongs else off_target).append(gain)
@@ -57,3 +61,28 @@ def factor_disentanglement(ctx: EvalContext) -> dict[str, float]:
   metrics["leakage"] = float(np.mean(off_target))
   metrics["score"] = metrics["on_target"] - metrics["leakage"]
   return metrics
+
+
+@register("disentanglement")
+class FactorDisentanglement(Evaluator):
+  """`factor_gains` of the content and style means of `split`, probes fitted on `fit_split`."""
+
+  def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
+    super().__init__(ctx, settings)
+    self.fit = ctx.split(settings.fit_split, settings.max_examples)
+    self.test = ctx.split(settings.split, settings.max_examples)
+    if self.fit.factors is None:
+      raise ValueError(
+          f"evaluator type 'disentanglement' needs ground-truth factors, which dataset "
+          f"'{ctx.config.data.name}' lacks; use data.name='grouped_shapes' or remove it from "
+          "config.evals"
+      )
+    self.content_factors = set(parse_group_by(ctx.config.data.group_by))
+
+  def run(self, params: Any) -> dict[str, float]:
+    s = self.settings
+    fit = self.ctx.codes(params, s.fit_split, s.max_examples)
+    test = self.ctx.codes(params, s.split, s.max_examples)
+    codes = {"content": (fit.content_mu, test.content_mu), "style": (fit.style_mu, test.style_mu)}
+    return factor_gains(codes, self.fit.factors, self.test.factors, self.fit.factor_names,
+                        self.content_factors, s.bins)

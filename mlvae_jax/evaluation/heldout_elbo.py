@@ -1,38 +1,68 @@
-"""The group ELBO on held-out splits, with the training objective and batch shapes."""
+"""`elbo`: the group ELBO terms of a split, with the training objective and batch shapes.
+
+Every process runs it on the sharded parameters (like a train step), over the same batches
+and noise at every call, so values are comparable across steps and keep-best is fair:
+one epoch of the split (padded, so every example counts; `max_batches` caps it), each
+batch's terms weighted by its number of groups. `evals.val` is this type on 'validation'.
+"""
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import jax
-import numpy as np
+import jax.numpy as jnp
+import ml_collections
 
-from mlvae_jax import data as data_lib
-from mlvae_jax import objectives
+from mlvae_jax import loop
+from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 
-TERMS = ("elbo", "reconstruction", "kl_style", "kl_content", "bits_per_dim")
+WEIGHT = "num_groups"  # the loss's count of valid groups: the weight of a batch's terms
 
 
-def heldout_elbo(ctx: EvalContext) -> dict[str, float]:
-  """Group-weighted mean of each ELBO term over one epoch of each held-out split.
+@register("elbo")
+class HeldoutElbo(Evaluator):
+  """Group-weighted means of every term the loss reports (elbo, reconstruction, kl_style,
+  kl_content, bits_per_dim, loss)."""
 
-  `config.eval.num_batches` caps the batches per split (0 = the whole epoch).
-  """
-  loss_fn = jax.jit(objectives.make_loss_fn(ctx.model, ctx.config))
-  rng = jax.random.key(ctx.config.seed + 1)
-  limit = ctx.config.eval.num_batches or None
-  metrics: dict[str, float] = {}
-  for split in ("validation", "test", "unseen"):
-    if not ctx.has_split(split):
-      continue
-    iterator = data_lib.make_batch_iterator(ctx.config.data, split, seed=ctx.config.seed, num_epochs=1)
-    per_batch = [
-        jax.device_get(loss_fn(ctx.params, batch, jax.random.fold_in(rng, index))[1])
-        for index, batch in enumerate(itertools.islice(iterator, limit))
-    ]
-    weights = np.array([m["num_groups"] for m in per_batch], np.float64)
-    for key in TERMS:
-      values = np.array([m[key] for m in per_batch], np.float64)
-      metrics[f"{split}/{key}"] = float(np.sum(values * weights) / np.sum(weights))
-  return metrics
+  on_mesh = True
+
+  def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
+    super().__init__(ctx, settings)
+    run = ctx.run
+    self.iterator = loop.make_iterator(ctx.config, settings.split, num_epochs=1)
+    self.start = self.iterator.get_state()
+
+    def weighted_sums(params: Any, batch: dict, rng: jax.Array) -> tuple[dict, jax.Array]:
+      metrics = run.loss_fn(params, batch, rng)[1]
+      weight = metrics.pop(WEIGHT)
+      return {k: v * weight for k, v in metrics.items()}, weight
+
+    self.step = jax.jit(
+        weighted_sums,
+        in_shardings=(run.state_shardings.params, run.batch_sharding, run.replicated),
+        out_shardings=run.replicated,
+    )
+    n = ctx.config.data.batch_size
+    batch = {
+        "x": jax.ShapeDtypeStruct((n, *run.observation_shape), jnp.float32),
+        "group_ids": jax.ShapeDtypeStruct((n,), jnp.int32),
+        "mask": jax.ShapeDtypeStruct((n,), jnp.bool_),
+    }
+    sums, _ = jax.eval_shape(weighted_sums, run.abstract_state.params, batch, jax.random.key(0))
+    self.metric_names = tuple(sorted(sums))
+
+  def run(self, params: Any) -> dict[str, float]:
+    self.iterator.set_state(self.start)
+    rng = jax.random.key(self.ctx.config.seed + 1)
+    totals, weight = None, None
+    batches = itertools.islice(self.iterator, self.settings.max_batches or None)
+    for index, host_batch in enumerate(batches):
+      sums, w = self.step(params, loop.device_batch(self.ctx.run, host_batch),
+                          jax.random.fold_in(rng, index))
+      totals, weight = (sums, w) if totals is None else loop.add_trees((totals, weight), (sums, w))
+    totals, weight = jax.device_get((totals, weight))
+    return {k: float(v) / float(weight) for k, v in totals.items()}
+

@@ -1,4 +1,5 @@
-"""Image grids a person looks at: reconstructions and content/style swaps.
+"""`images`: grids a person looks at, written as PNG into eval/: reconstructions and
+content/style swaps.
 
 The swap grid's first row shows the style sources and its first column the content sources;
 cell (r, c) decodes content r with style c, so a row should keep its group (digit class,
@@ -7,22 +8,24 @@ shape) while columns vary the style (slant, thickness, position).
 
 from __future__ import annotations
 
+from typing import Any
+
+import ml_collections
 import numpy as np
 
 from mlvae_jax import inference
+from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.png import tile, write_png
 
-GRID = 8
-SCALE_TO = 48  # small images are enlarged (nearest neighbour) to at least this many pixels
 
-
-def _upscale(images: np.ndarray) -> np.ndarray:
-  factor = max(1, SCALE_TO // images.shape[-3])
+def upscale(images: np.ndarray, min_pixels: int) -> np.ndarray:
+  """Enlarges (nearest neighbour) so an image is at least `min_pixels` high."""
+  factor = max(1, min_pixels // images.shape[-3])
   return images.repeat(factor, axis=-3).repeat(factor, axis=-2)
 
 
-def _distinct_group_examples(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+def distinct_group_examples(labels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
   """Indices of `count` examples, one per group value while values last."""
   values = rng.permutation(np.unique(labels))
   picks = [rng.choice(np.nonzero(labels == v)[0]) for v in values[:count]]
@@ -30,18 +33,28 @@ def _distinct_group_examples(labels: np.ndarray, count: int, rng: np.random.Gene
   return np.concatenate([picks, rest[: count - len(picks)]]).astype(int)
 
 
-def image_grids(ctx: EvalContext) -> dict[str, float]:
-  split = ctx.split("test")
-  rng = np.random.default_rng(ctx.config.seed)
-  content_idx = _distinct_group_examples(split.labels, GRID, rng)
-  style_idx = rng.choice(len(split.x), GRID, replace=False)
-  grid = inference.swap(ctx.model, ctx.params, split.x[content_idx], split.x[style_idx])
-  blank = np.ones_like(split.x[:1])
-  top = np.concatenate([blank, split.x[style_idx]])[None]
-  body = np.concatenate([split.x[content_idx][:, None], grid], axis=1)
-  write_png(ctx.output_dir / "swap.png", tile(_upscale(np.concatenate([top, body]))))
+@register("images")
+class ImageGrids(Evaluator):
+  """Writes swap.png (grid x grid swaps with their sources) and reconstructions.png (2 grid
+  originals over their reconstructions); reports reconstruction_mse of the latter."""
 
-  originals = split.x[rng.choice(len(split.x), 2 * GRID, replace=False)]
-  recon = inference.reconstruct(ctx.model, ctx.params, originals)
-  write_png(ctx.output_dir / "reconstructions.png", tile(_upscale(np.stack([originals, recon]))))
-  return {"reconstruction_mse": float(np.mean((recon - originals) ** 2))}
+  def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
+    super().__init__(ctx, settings)
+    self.data = ctx.split(settings.split, settings.max_examples)
+
+  def run(self, params: Any) -> dict[str, float]:
+    s, x, model = self.settings, self.data.x, self.ctx.model
+    rng = np.random.default_rng(self.ctx.config.seed)
+    content_idx = distinct_group_examples(self.data.labels, s.grid, rng)
+    style_idx = rng.choice(len(x), s.grid, replace=False)
+    grid = inference.swap(model, params, x[content_idx], x[style_idx])
+    top = np.concatenate([np.ones_like(x[:1]), x[style_idx]])[None]
+    body = np.concatenate([x[content_idx][:, None], grid], axis=1)
+    out = self.ctx.output_dir
+    write_png(out / "swap.png", tile(upscale(np.concatenate([top, body]), s.min_pixels)))
+
+    originals = x[rng.choice(len(x), 2 * s.grid, replace=False)]
+    recon = inference.reconstruct(model, params, originals)
+    write_png(out / "reconstructions.png",
+              tile(upscale(np.stack([originals, recon]), s.min_pixels)))
+    return {"reconstruction_mse": float(np.mean((recon - originals) ** 2))}

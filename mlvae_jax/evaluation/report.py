@@ -1,4 +1,5 @@
-"""A Markdown report of one evaluation: a table per protocol, and the image grids."""
+"""A Markdown report of one evaluation (a table per evaluator, then every picture written
+beside it), and the headline a run prints."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import ml_collections
 
 def write_report(
     path: pathlib.Path, config: ml_collections.ConfigDict, metrics: dict[str, float],
-    timings: dict[str, float], step: int | None,
+    timings: dict[str, float], step: int | None, checkpoint: str | None = None,
 ) -> None:
-  by_protocol: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
+  """`metrics` are '<evaluator>/<metric>'; `timings` the seconds each evaluator took."""
+  by_evaluator: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
   for key, value in metrics.items():
-    protocol, _, name = key.partition("/")
-    by_protocol[protocol].append((name, value))
+    name, _, metric = key.partition("/")
+    by_evaluator[name].append((metric, value))
   lines = [
       f"# Evaluation of {config.data.name} / {config.objective.variant}"
       + (f" at step {step}" if step is not None else ""),
@@ -25,39 +27,44 @@ def write_report(
       f"{config.model.style_dim}-d, {config.model.likelihood} likelihood",
       "",
   ]
-  for protocol, rows in by_protocol.items():
-    lines += [f"## {protocol} ({timings.get(protocol, 0.0):.1f} s)", "", "| metric | value |",
-              "| --- | --- |"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in rows]
+  if checkpoint:
+    lines += [f"checkpoint: {checkpoint}", ""]
+  for name, rows in by_evaluator.items():
+    entry = config.evals[name]
+    lines += [f"## {name}: {entry.type} on {entry.split} ({timings.get(name, 0.0):.1f} s)", "",
+              "| metric | value |", "| --- | --- |"]
+    lines += [f"| {metric} | {value:.4f} |" for metric, value in rows]
     lines.append("")
-  for image in ("swap.png", "reconstructions.png"):
-    if (path.parent / image).exists():
-      lines += [f"![{image}]({image})", ""]
+  for image in sorted(path.parent.glob("*.png")):
+    lines += [f"![{image.name}]({image.name})", ""]
   path.write_text("\n".join(lines))
 
 
 HEADLINE_KEYS = (
-    "val/elbo", "elbo/test/elbo", "elbo/test/bits_per_dim", "classify/content_accuracy",
+    "val/elbo", "test/elbo", "test/bits_per_dim", "classify/content_accuracy",
     "classify/style_accuracy", "disentanglement/score",
 )
 
 
 def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
-  """The numbers people compare first: ELBO, probes, and the ends of the accumulation curve."""
+  """The numbers people compare first: ELBO, probes, and the ends of accumulation curves."""
   shown = {key: metrics[key] for key in HEADLINE_KEYS if key in metrics}
-  curve = sorted(
-      (int(key.rsplit("_k", 1)[1]), key) for key in metrics
-      if key.startswith("accumulation/") and "_accuracy_k" in key
-  )
-  for _, key in curve[:1] + curve[-1:]:
-    shown[key] = metrics[key]
+  curves: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+  for key in metrics:
+    name, _, metric = key.partition("/")
+    if metric.startswith("accuracy_k"):
+      curves[name].append((int(metric[len("accuracy_k"):]), key))
+  for points in curves.values():
+    points.sort()
+    for _, key in points[:1] + points[-1:]:
+      shown[key] = metrics[key]
   return shown
 
 
-def headline(metrics: dict[str, float], workdir: str) -> str:
-  """A few lines for the console at the end of a run."""
+def headline(metrics: dict[str, float], report: str | None = None) -> str:
+  """A few lines for the console at the end of a run or an evaluation."""
   shown = ", ".join(f"{key} {value:.4g}" for key, value in headline_metrics(metrics).items())
   lines = [f"step {int(metrics.get('step', 0))}: {shown}"]
-  if os.path.exists(os.path.join(workdir, "eval", "report.md")):
-    lines.append(f"report: {os.path.join(workdir, 'eval', 'report.md')}")
+  if report and os.path.exists(report):
+    lines.append(f"report: {report}")
   return "\n".join(lines)
