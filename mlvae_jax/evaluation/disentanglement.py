@@ -15,7 +15,8 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax.data.grouping import parse_group_by
-from mlvae_jax.evaluation.base import Evaluator, register
+from mlvae_jax.evaluation.base import register
+from mlvae_jax.evaluation.classification import FittedProbes
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy
 
@@ -64,13 +65,11 @@ def factor_gains(
 
 
 @register("disentanglement")
-class FactorDisentanglement(Evaluator):
+class FactorDisentanglement(FittedProbes):
   """`factor_gains` of the content and style means of `split`, probes fitted on `fit_split`."""
 
   def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
     super().__init__(ctx, settings)
-    self.fit = ctx.split(settings.fit_split, settings.max_examples)
-    self.test = ctx.split(settings.split, settings.max_examples)
     if self.fit.factors is None:
       raise ValueError(
           f"evaluator type 'disentanglement' needs ground-truth factors, which dataset "
@@ -80,9 +79,7 @@ class FactorDisentanglement(Evaluator):
     self.content_factors = set(parse_group_by(ctx.config.data.group_by))
 
   def run(self, params: Any) -> dict[str, float]:
-    s = self.settings
-    fit = self.ctx.codes(params, s.fit_split, s.max_examples)
-    test = self.ctx.codes(params, s.split, s.max_examples)
+    fit, test = self.fit_and_test_codes(params)
     codes = {"content": (fit.content_mu, test.content_mu), "style": (fit.style_mu, test.style_mu)}
     return factor_gains(codes, self.fit.factors, self.test.factors, self.fit.factor_names,
-                        self.content_factors, s.bins)
+                        self.content_factors, self.settings.bins)
