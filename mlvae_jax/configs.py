@@ -101,6 +101,18 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
     "images": {"grid": 8, "min_pixels": 48, "max_examples": 5000},
 }
 
+    # prior.png (grid x grid), traversals.png (every dimension over +-traversal_limit) and
+    # interpolation.png (two groups' pooled content, pool_size members each)
+    "figures": {"grid": 8, "traversal_steps": 9, "traversal_limit": 2.0, "interpolation_steps": 8,
+                "interpolation_rows": 4, "pool_size": 8, "min_pixels": 48, "max_examples": 5000},
+    # MIG, SAP, DCI, modularity/explicitness, FactorVAE, BetaVAE on full/content/style codes;
+    # disentanglement_lib uses 10000 points, 100 trees, 10000/5000 FactorVAE and BetaVAE
+    # batches: these defaults trade that for minutes on a CPU (trees cost points x levels)
+    "disentanglement_suite": {
+        "max_examples": 2000, "num_bins": 20, "train_fraction": 0.8, "dci_trees": 20,
+        "factor_vae_batch_size": 64, "factor_vae_train": 300, "factor_vae_eval": 150,
+        "factor_vae_variance_examples": 5000, "prune_threshold": 0.05,
+        "beta_vae_batch_size": 64, "beta_vae_train": 300, "beta_vae_eval": 150},
 
 def evaluator(type: str, *, split: str = "test", every: int = 0, **settings: object
               ) -> ml_collections.ConfigDict:  # noqa: A002 - `type` is the config field's name

@@ -1,18 +1,21 @@
 """The disentanglement suite on codes whose answers are known, and on cases worked by hand."""
 
 import math
-import warnings
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 from scipy import stats
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import mutual_info_score
+from sklearn.metrics import mutual_info_score, roc_auc_score
 
+from mlvae_jax import configs, evaluation, state
 from mlvae_jax.data import shapes
+from mlvae_jax.evaluation import dci, mig, sap
 from mlvae_jax.evaluation import disentanglement_metrics as dm
 from mlvae_jax.evaluation import factor_sampling
-from mlvae_jax.evaluation.disentanglement_metrics import dci, mig, sap
+from mlvae_jax.workdir import SetupError
 
 pytestmark = pytest.mark.filterwarnings("ignore", category=ConvergenceWarning)
 
@@ -62,6 +65,15 @@ def test_mutual_information_matches_sklearn_on_random_labels():
   rng = np.random.default_rng(3)
   a, b = rng.integers(0, 7, 500), rng.integers(0, 3, 500) * 10 + 4
   assert dm.mutual_information(a, b) == pytest.approx(mutual_info_score(a, b), abs=1e-12)
+
+
+def test_roc_auc_by_hand_and_against_sklearn():
+  # Positives score 0.9 and 0.4, negatives 0.4 and 0.1: of the four pairs the positive wins
+  # three and ties one, so AUC = 3.5 / 4.
+  assert dm.roc_auc([1, 1, 0, 0], [0.9, 0.4, 0.4, 0.1]) == pytest.approx(3.5 / 4)
+  rng = np.random.default_rng(8)
+  positive, score = rng.random(300) < 0.3, np.round(rng.random(300), 2)
+  assert dm.roc_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
 
 
 def test_mig_of_two_factor_toy_by_hand():
@@ -242,3 +254,34 @@ def test_beta_vae_score_separates_copied_from_uninformative_codes():
   assert score["eval_accuracy"] > 0.95
   noise = lambda x: rng.normal(size=(len(x), 3))
   assert dm.beta_vae_score(draw(noise, 200), draw(noise, 100))["eval_accuracy"] < 0.6
+
+
+# The evaluator.
+
+SCORES = ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness",
+          "modularity", "explicitness", "factor_vae", "beta_vae")
+
+
+@pytest.mark.slow
+def test_suite_scores_full_content_and_style_codes_of_grouped_shapes(tmp_path):
+  config = configs.base_config()
+  config.data.update(name="grouped_shapes", data_dir=str(tmp_path / "tfds"), num_examples=1200,
+                     group_by="shape,scale", batch_size=64, num_groups=8, group_size=8)
+  config.model.update(family="conv", hidden=32, activation="relu", content_dim=3, style_dim=2)
+  config.evals = ml_collections.ConfigDict({"suite": configs.evaluator(
+      "disentanglement_suite", max_examples=300, dci_trees=5, factor_vae_batch_size=16,
+      factor_vae_train=30, factor_vae_eval=10, factor_vae_variance_examples=200,
+      beta_vae_batch_size=8, beta_vae_train=30, beta_vae_eval=10)})
+  run = state.setup(config)
+  metrics = evaluation.Evaluators(config, run, tmp_path / "work").run(jax.device_get(run.init().params))
+  assert set(metrics) == {f"suite/{s}/{c}" for s in SCORES for c in ("full", "content", "style")}
+  for key, value in metrics.items():
+    assert 0.0 <= value <= 1.0, key
+
+
+def test_suite_needs_factors(tmp_path):
+  config = configs.base_config()
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.evals = ml_collections.ConfigDict({"suite": configs.evaluator("disentanglement_suite")})
+  with pytest.raises(SetupError, match="config.evals.suite: .*needs ground-truth factors"):
+    evaluation.Evaluators(config, state.setup(config), tmp_path)

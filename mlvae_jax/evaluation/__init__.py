@@ -38,12 +38,14 @@ every process (see heldout_elbo.py).
 from __future__ import annotations
 
 from mlvae_jax.evaluation import (  # noqa: F401 - importing a protocol registers its type
-    accumulation, classification, disentanglement, heldout_elbo, images,
+    accumulation, classification, disentanglement, disentanglement_suite, figures, heldout_elbo,
+    images,
 )
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
+from mlvae_jax.evaluation.disentanglement_metrics import dci, mig, sap
 from mlvae_jax.evaluation.report import headline, headline_metrics
 from mlvae_jax.evaluation.suite import EVAL_DIR, Evaluators, check_entry
 
 __all__ = ["EVALUATORS", "EVAL_DIR", "EvalContext", "Evaluator", "Evaluators", "check_entry",
-           "headline", "headline_metrics", "register"]
+           "dci", "headline", "headline_metrics", "mig", "register", "sap"]

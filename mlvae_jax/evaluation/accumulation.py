@@ -4,7 +4,7 @@ For every group value of `split` (e.g. 'unseen' when the config holds groups out
 training), k support observations are pooled into one content posterior (product of
 Normals, `inference.content_strategy2`); every other observation is assigned to the pooled
 posterior under which its own content mean is most likely. Accuracy should rise, and the
-pooled variance fall, with k.
+pooled variance fall, with k; both are drawn in eval/accumulation_<split>.png.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import inference
+from mlvae_jax.evaluation import figures
 from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
+from mlvae_jax.evaluation.png import write_png
 
 
 def assign(query_mu: np.ndarray, query_logvar: np.ndarray, group_mu: np.ndarray,
@@ -61,4 +63,7 @@ class AccumulationCurve(Evaluator):
       metrics[f"accuracy_k{k}"] = correct / total
       metrics[f"content_logvar_k{k}"] = float(np.mean(pooled_logvar))
     metrics["chance"] = 1.0 / len(values)
+    if any(key.startswith("accuracy_k") for key in metrics):
+      write_png(self.ctx.output_dir / f"accumulation_{s.split}.png",
+                figures.accumulation_plot(metrics, s.split))
     return metrics

@@ -19,7 +19,8 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import checkpoint as checkpoint_lib
-from mlvae_jax import configs
+from mlvae_jax import configs, metrics_writer
+from mlvae_jax.evaluation import figures
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.report import write_report
@@ -124,11 +125,13 @@ class Evaluators:
     return metrics
 
   def write(self, metrics: dict[str, Any], step: int, checkpoint: str | None = None) -> pathlib.Path:
-    """Writes eval/metrics.json and eval/report.md of an evaluation at `step` (process 0)."""
+    """Writes eval/metrics.json and eval/report.md of an evaluation at `step` (process 0), and
+    adds its pictures to TensorBoard at `step`."""
     out = self.ctx.output_dir
     out.mkdir(parents=True, exist_ok=True)
     mine = {k: v for k, v in metrics.items() if k.partition("/")[0] in self.every}
     record = {"step": step, **({"checkpoint": checkpoint} if checkpoint else {}), **mine}
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     write_report(out / "report.md", self.ctx.config, mine, self.timings, step, checkpoint)
+    figures.log_pictures(out, out.parent / metrics_writer.TENSORBOARD_DIR, step)
     return out / "report.md"
