@@ -55,6 +55,8 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # libraries log much at INFO; --verbosity=0 shows it
   from mlvae_jax import sharding, sweep, train
   from mlvae_jax.config_helpers import SetupError, describe_flag_error
+  from mlvae_jax.nonfinite import NonFiniteError
+  from mlvae_jax.preemption import RESUMABLE_EXIT_CODE, Preempted
 
   try:
     config = _CONFIG.value
@@ -80,8 +82,11 @@ def main(argv: list[str]) -> None:
       train.train_and_evaluate(config, _WORKDIR.value)
     else:
       print(json.dumps(train.evaluate(config, _WORKDIR.value), sort_keys=True))
-  except SetupError as e:
+  except (SetupError, NonFiniteError) as e:
     sys.exit(f"launch.py: error: {e}")
+  except Preempted as e:  # the same command resumes: schedulers may retry on this status
+    print(f"launch.py: {e}", file=sys.stderr)
+    sys.exit(RESUMABLE_EXIT_CODE)
 
 
 if __name__ == "__main__":

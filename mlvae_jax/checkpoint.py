@@ -8,7 +8,8 @@ write to it.
 
 Faults: a save is written to a temporary directory and renamed when complete (orbax), and
 a rotated-out checkpoint is first renamed into checkpoints/deleting/ and only then deleted,
-so a kill at any moment leaves no half-written or half-deleted step. A checkpoint that
+so a kill at any moment leaves no half-written or half-deleted step; what a kill leaves in
+a temporary directory or in deleting/ is removed, quietly, when the next run opens them. A checkpoint that
 cannot be read anyway (a damaged disk, a truncated copy) is reported in one line and moved
 to WORKDIR/checkpoints_damaged/<step>-<time> by a training run (nothing is deleted); readers
 fall back to the newest one that reads. A state with NaN or infinite values is never saved,
@@ -94,8 +95,7 @@ def _options(
   # on every open; `Checkpoints` never saves or deletes through a reading manager.
   return ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      create=not read_only,
-      cleanup_tmp_directories=not read_only,
+      create=not read_only,  # temporary directories: Checkpoints removes them, between saves
       save_interval_steps=0 if read_only else 1,
       todelete_subdir=None if read_only else _DELETING_DIR,
       **best,
@@ -204,20 +204,21 @@ class Checkpoints:
     self._train_config = train_config
     self._manager = None
     _silence_failed_read_callbacks()
-    if read_only and not os.path.isdir(self.directory):
+    if os.path.isdir(self.directory):
+      self._manager = self._open(read_only=True)
+      self.damaged = {
+          step: problem for step in self._manager.all_steps()
+          if (problem := self._problem(step)) is not None
+      }
+      if read_only:
+        return
+      self._manager.close()
+      self._remove_leftovers()
+      for step, problem in sorted(self.damaged.items()):
+        self._set_aside(step, problem)
+      self.damaged = {}
+    elif read_only:
       return
-    self._manager = self._open(read_only=True)
-    self.damaged = {
-        step: problem for step in self._manager.all_steps()
-        if (problem := self._problem(step)) is not None
-    }
-    if read_only:
-      return
-    self._manager.close()
-    self._delete_rotated()
-    for step, problem in sorted(self.damaged.items()):
-      self._set_aside(step, problem)
-    self.damaged = {}
     self._manager = self._open(read_only=False)
 
   def _open(self, read_only: bool) -> ocp.CheckpointManager:
@@ -327,14 +328,15 @@ class Checkpoints:
       abstract_state: Any,
       *,
       preferred: Sequence[int] = (),
+      fallback: bool = True,
       with_data: bool = True,
   ) -> tuple[int, Any, Any | None]:
-    """(step, state, iterator state) of the first of `preferred`, then of the newest
-    checkpoint, that reads. Each that does not is reported in one line (and moved aside
-    when writable); SetupError if none reads, or for a mismatch with the config."""
+    """(step, state, iterator state) of the first of `preferred`, then (with `fallback`) of
+    the newest checkpoint, that reads. Each that does not is reported in one line (and moved
+    aside when writable); SetupError if none reads, or for a mismatch with the config."""
     newest_first = sorted(self.steps(), reverse=True)
     order = [s for s in preferred if s in newest_first]
-    order += [s for s in newest_first if s not in order]
+    order += [s for s in newest_first if s not in order] if fallback else []
     for step in order:
       problem = None
       try:
@@ -352,6 +354,9 @@ class Checkpoints:
         self._set_aside(step, problem or _UNREADABLE_ELSEWHERE)
         self._manager.reload()
     self._report_skipped(newer_than=-1)
+    if not fallback:
+      raise SetupError(f"checkpoint {', '.join(map(str, preferred))} of {self.directory} cannot "
+                       "be read (see the line above); choose another step")
     raise SetupError(
         f"no checkpoint of {self.directory} can be read (see the lines above); relaunch to "
         f"start afresh, or restore them from {damaged_dir(self.workdir)}"
@@ -389,14 +394,19 @@ class Checkpoints:
         config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
     )
     self._manager.wait_until_finished()  # the previous save has renamed what it rotated out
-    self._delete_rotated()
+    self._remove_leftovers()
     finite = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}
     self._manager.save(step, args=items, metrics=finite, force=True)
 
-  def _delete_rotated(self) -> None:
-    """Deletes the steps orbax renamed into deleting/ (a kill here leaves them there)."""
-    if jax.process_index() == 0:
-      shutil.rmtree(os.path.join(self.directory, _DELETING_DIR), ignore_errors=True)
+  def _remove_leftovers(self) -> None:
+    """Deletes the steps orbax renamed into deleting/ and the temporary directories of
+    interrupted saves. Only between saves: no save of this run is in flight then, and the
+    workdir's lock keeps other runs out."""
+    if jax.process_index() != 0:
+      return
+    for name in os.listdir(self.directory):
+      if name == _DELETING_DIR or ocp.path.step.TMP_DIR_SUFFIX in name:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def latest_description(self) -> str:
     """'step S in DIR' for the newest saved checkpoint, or 'none (...)'."""
@@ -417,5 +427,5 @@ class Checkpoints:
     if self._manager:
       self._manager.wait_until_finished()
       if not self.read_only:
-        self._delete_rotated()
+        self._remove_leftovers()
       self._manager.close()

@@ -73,6 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_best_metric = ""  # e.g. 'val/elbo' keeps the best checkpoint by it
   c.train.resume = "auto"  # auto | restart | never
   c.train.debug_checks = False  # validate every batch on the host
+  c.train.on_nonfinite = "stop"  # stop | skip: what a NaN/inf loss or gradient does (README: Faults)
+  c.train.max_nonfinite_in_a_row = 10  # skip: this many dropped updates in a row end the run
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices along the batch axis (-1: all devices of all hosts)

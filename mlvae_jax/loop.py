@@ -5,6 +5,10 @@ The step is jitted once with donated state and explicit shardings, the rng of st
 the parameters: a run stopped after any checkpoint and restarted continues bit for bit.
 Nothing is written to the workdir before every input has been checked (workdir.py).
 What to evaluate, and when, is the caller's (`Evaluate`): this module knows no evaluator.
+Faults: SIGTERM/SIGINT end the run after saving the step they arrive at (preemption.py); a
+non-finite loss or gradient is handled per config.train.on_nonfinite (nonfinite.py), checked
+where the host syncs anyway (log, evaluation, save), so no non-finite state is saved or
+evaluated.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from jax.experimental import multihost_utils
 from mlvae_jax import checkpoint as checkpoint_lib
 from mlvae_jax import data as data_lib
 from mlvae_jax import metrics_writer
+from mlvae_jax import nonfinite
+from mlvae_jax import preemption
+from mlvae_jax import run_lock
 from mlvae_jax import sharding
 from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.groups import validate_batch
@@ -46,6 +53,10 @@ class Evaluate(Protocol):
   """
 
   def __call__(self, step: int, params: Any, *, saving: bool, last: bool) -> dict[str, float]:
+    ...
+
+  def due(self, step: int, *, saving: bool, last: bool) -> list[str]:
+    """What `__call__` would evaluate at `step` (the loop checks the state is finite first)."""
     ...
 
 
@@ -103,9 +114,13 @@ def plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
 
 
 def _start(
-    run: Setup, workdir: str, resume: workdir_lib.ResumePlan, train_iter: Any
+    run: Setup, workdir: str, resume: workdir_lib.ResumePlan, train_iter: Any,
+    lock: run_lock.RunLock | None,
 ) -> tuple[checkpoint_lib.Checkpoints, TrainState]:
-  """The first writes: a restart's old files go, config.json, then the state (new or restored)."""
+  """The first writes: the lock's holder, a restart's old files go, config.json, then the
+  state (new, or restored from the newest checkpoint that reads)."""
+  if lock:
+    lock.announce()
   if jax.process_index() == 0:
     if resume.discard_steps:
       _discard_run(workdir)
@@ -113,7 +128,8 @@ def _start(
   checkpoints = checkpoint_lib.Checkpoints(workdir, run.config.train)
   if resume.resume_step is None:
     return checkpoints, jax.jit(run.init, out_shardings=run.state_shardings)()
-  state, data_state = checkpoints.restore(resume.resume_step, run.abstract_state)
+  _, state, data_state = checkpoints.restore_readable(
+      run.abstract_state, preferred=[resume.resume_step])
   train_iter.set_state(data_state)
   return checkpoints, state
 
@@ -167,51 +183,67 @@ class _Window:
     return means
 
 
-def train(run: Setup, workdir: str, evaluate: Evaluate) -> tuple[TrainState, dict[str, float]]:
+def train(
+    run: Setup, workdir: str, evaluate: Evaluate, lock: run_lock.RunLock | None = None
+) -> tuple[TrainState, dict[str, float]]:
   """Trains `run` in `workdir` up to config.train.num_steps, resuming the run there (see
   config.train.resume); returns the final state and the last logged and evaluated metrics
-  ({} if the run had finished before: nothing was trained now)."""
+  ({} if the run had finished before: nothing was trained now). `lock`: the workdir's, held
+  by the caller (the run records itself as its holder when it starts writing).
+
+  Raises preemption.Preempted once the step a SIGTERM or SIGINT arrived at is saved, and
+  nonfinite.NonFiniteError when config.train.on_nonfinite ends the run."""
   config, train_config = run.config, run.config.train
   resume = plan(run, workdir)
   if jax.process_count() > 1:  # every process reads the workdir before any process writes it
     multihost_utils.sync_global_devices("mlvae_jax:workdir_planned")
   train_iter = make_iterator(config, "train")
-  checkpoints, state = _start(run, workdir, resume, train_iter)
+  checkpoints, state = _start(run, workdir, resume, train_iter, lock)
   start = int(jax.device_get(state.step))
   writer = metrics_writer.MetricsWriter(
       workdir, total_steps=train_config.num_steps, start_step=start,
       enabled=jax.process_index() == 0,
   )
   step_fn = jax.jit(
-      make_train_step(run.loss_fn, run.tx, run.schedule),
-      in_shardings=(run.state_shardings, run.batch_sharding),
-      out_shardings=(run.state_shardings, run.replicated),
-      donate_argnums=(0,),
+      nonfinite.guard_step(make_train_step(run.loss_fn, run.tx, run.schedule), train_config),
+      in_shardings=(run.state_shardings, run.replicated, run.batch_sharding),
+      out_shardings=(run.state_shardings, run.replicated, run.replicated),
+      donate_argnums=(0, 1),
   )
+  health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
   window = _Window(config.data.batch_size)
   record: dict[str, float] = {}
   in_flight: collections.deque = collections.deque()
-  for step in range(start + 1, train_config.num_steps + 1):
-    state, metrics = step_fn(state, device_batch(run, next(train_iter)))
-    window.add(metrics)
-    in_flight.append(metrics)
-    if len(in_flight) > MAX_STEPS_IN_FLIGHT:
-      jax.block_until_ready(in_flight.popleft())
-    last = step == train_config.num_steps
-    if step % train_config.log_every == 0 or last:
-      steps = window.steps
-      record = window.flush()
-      writer.write(step, record)
-      writer.advance(steps, {"loss": record["train/loss"]})
-    saving = step % train_config.checkpoint_every == 0 or last
-    evaluated = evaluate(step, state.params, saving=saving, last=last)
-    if evaluated:
-      writer.write(step, evaluated)
-      record.update(evaluated)
-    if saving:
-      checkpoints.save(step, state, train_iter.get_state(), config, record)
-    if step == start + 1 or evaluated or saving:
-      window.restart_clock()  # compilation, evaluation and saving are not step time
-  writer.close()
-  checkpoints.close()
+  try:
+    with preemption.StopSignals() as signals:
+      for step in range(start + 1, train_config.num_steps + 1):
+        state, health, metrics = step_fn(state, health, device_batch(run, next(train_iter)))
+        window.add(metrics)
+        in_flight.append(metrics)
+        if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+          jax.block_until_ready(in_flight.popleft())
+        stopping = signals.reached(step)
+        last = step == train_config.num_steps and not stopping  # stopping: evaluate on relaunch
+        logged = step % train_config.log_every == 0 or last or stopping
+        if logged:
+          steps = window.steps
+          record = window.flush()
+          writer.write(step, record)
+          writer.advance(steps, {"loss": record["train/loss"]})
+        saving = step % train_config.checkpoint_every == 0 or step == train_config.num_steps
+        if logged or saving or stopping or evaluate.due(step, saving=saving, last=last):
+          nonfinite.check(health, train_config, checkpoints.latest_description())
+        evaluated = evaluate(step, state.params, saving=saving, last=last)
+        if evaluated:
+          writer.write(step, evaluated)
+          record.update(evaluated)
+        if saving or stopping:
+          checkpoints.save(step, state, train_iter.get_state(), config, record)
+        if stopping:
+          raise preemption.Preempted(step, signals.signal_name, checkpoints.directory)
+        if step == start + 1 or evaluated or saving:
+          window.restart_clock()  # compilation, evaluation and saving are not step time
+  finally:
+    writer.close()
+    checkpoints.close()  # commits the pending save, also when the run stops
   return state, record

@@ -8,6 +8,7 @@ run first drops records past the step it resumes from, so the files read as one 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Mapping
@@ -17,6 +18,8 @@ from tensorboardX import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+# tensorboardX warns once per NaN scalar it writes; a diverged run's one-line report says it.
+logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
 def read_metrics(workdir: str) -> list[dict]:

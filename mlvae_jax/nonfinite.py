@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 POLICIES = ("stop", "skip")
@@ -48,14 +49,15 @@ class Health:
 
 def guard_step(
     train_step: Callable[[Any, Mapping[str, jax.Array]], tuple[Any, dict]],
-    policy: str,
-    max_in_a_row: int,
+    train_config: ml_collections.ConfigDict,
 ) -> Callable[[Any, Health, Mapping[str, jax.Array]], tuple[Any, Health, dict]]:
-  """`train_step` with the policy applied; metrics gain `nonfinite` (1.0 for a bad step).
+  """`train_step` with the policy of `train_config` (config.train) applied; metrics gain
+  `nonfinite` (1.0 for a step whose loss or gradient norm is not finite).
 
   The state must have a `step` field (advanced even when an update is dropped).
   """
-  limit = 1 if policy == "stop" else max_in_a_row
+  policy = train_config.on_nonfinite
+  limit = 1 if policy == "stop" else train_config.max_nonfinite_in_a_row
 
   def step(state: Any, health: Health, batch: Mapping[str, jax.Array]):
     new_state, metrics = train_step(state, batch)
@@ -77,21 +79,23 @@ def _host_scalar(value: jax.Array) -> int:
   return int(np.asarray(value.addressable_data(0)))
 
 
-def check(health: Health, policy: str, max_in_a_row: int, last_good: str) -> None:
+def check(health: Health, train_config: ml_collections.ConfigDict, last_good: str) -> None:
   """Raises NonFiniteError if the policy has ended the run; `last_good` names the newest
   good checkpoint for the message. One device-to-host transfer of a scalar."""
   stopped_at = _host_scalar(health.stopped_at)
   if stopped_at < 0:
     return
-  if policy == "stop":
+  if train_config.on_nonfinite == "stop":
     what = f"non-finite loss or gradient at step {stopped_at} (config.train.on_nonfinite='stop')"
+    remedy = "; or relaunch with --config.train.on_nonfinite=skip to drop such updates"
   else:
-    what = (f"{max_in_a_row} non-finite updates in a row up to step {stopped_at}, all skipped "
-            f"(config.train.max_nonfinite_in_a_row={max_in_a_row})")
+    n = train_config.max_nonfinite_in_a_row
+    what = (f"{n} non-finite updates in a row up to step {stopped_at}, all skipped "
+            f"(config.train.max_nonfinite_in_a_row={n})")
+    remedy = ""
   raise NonFiniteError(
       f"{what}; the run stopped without saving; last good checkpoint: {last_good}; lower "
-      "optim.learning_rate or set optim.grad_clip_norm, or relaunch with "
-      "--config.train.on_nonfinite=skip"
+      f"optim.learning_rate or set optim.grad_clip_norm{remedy}"
   )
 
 

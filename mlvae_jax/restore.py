@@ -19,20 +19,23 @@ def restore_state(
 ) -> tuple[TrainState, int, Setup]:
   """(state, step, setup) of a checkpoint of `workdir`, placed on config.mesh.
 
-  `step` defaults to the best checkpoint by config.train.keep_best_metric, else the latest.
-  The mesh may differ from the one the run was trained on (e.g. 1 device for an 8-device run).
+  `step` defaults to the best checkpoint by config.train.keep_best_metric, else the latest,
+  or, if that cannot be read, the newest that can. The mesh may differ from the one the run
+  was trained on (e.g. 1 device for an 8-device run). Non-finite parameters are refused.
   """
   run = setup(config)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.train, read_only=True)
   try:
     steps = checkpoints.steps()
-    if not steps:
+    if not steps and not checkpoints.damaged:
       raise SetupError(f"workdir {workdir} holds no checkpoint; train there first")
-    step = checkpoints.best_step() if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps and step not in checkpoints.damaged:
       raise SetupError(f"workdir {workdir} has no checkpoint at step {step}; it has {steps}")
     # restore() fails first on mismatched shapes, the most specific error.
-    state, _ = checkpoints.restore(step, run.abstract_state, with_data=False)
+    step, state, _ = checkpoints.restore_readable(
+        run.abstract_state, preferred=[checkpoints.best_step() if step is None else step],
+        fallback=step is None, with_data=False,
+    )
     diffs = workdir_lib.config_differences(config.to_dict(), checkpoints.saved_config(step))
     if diffs:  # e.g. evaluating without the run's overrides would read other splits
       raise SetupError(

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.workdir import SetupError
 
 LOCK_FILE = "run.lock"
@@ -83,7 +84,9 @@ class RunLock:
 
 
 def acquire_for_run(workdir: str) -> RunLock:
-  """The workdir's lock, taken by process 0; every process fails alike if it is held."""
+  """The workdir's lock, taken by process 0; every process fails alike if it is held or
+  the workdir cannot be written (checked first: nothing is created then)."""
+  workdir_lib.check_writable(workdir)
   lock = RunLock(workdir)
   error = ""
   if jax.process_index() == 0:

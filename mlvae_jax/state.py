@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from mlvae_jax import data as data_lib
+from mlvae_jax import nonfinite
 from mlvae_jax import objectives
 from mlvae_jax import sharding
 from mlvae_jax import workdir as workdir_lib
@@ -147,6 +148,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (t.checkpoint_every >= 1, "train.checkpoint_every", "a step count >= 1"),
       (t.keep_checkpoints >= 1, "train.keep_checkpoints", "a count >= 1"),
       (t.resume in workdir_lib.RESUME_MODES, "train.resume", f"one of {workdir_lib.RESUME_MODES}"),
+      (t.on_nonfinite in nonfinite.POLICIES, "train.on_nonfinite", f"one of {nonfinite.POLICIES}"),
+      (t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row", "a count >= 1"),
       (o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}"),
       (o.learning_rate > 0, "optim.learning_rate", "a rate > 0"),
       (0 <= o.warmup_steps, "optim.warmup_steps", "a step count >= 0"),

@@ -19,6 +19,8 @@ import ml_collections
 from mlvae_jax import checkpoint as checkpoint_lib
 from mlvae_jax import evaluation
 from mlvae_jax import loop
+from mlvae_jax import metrics_writer
+from mlvae_jax import run_lock
 from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.restore import restore_state
 from mlvae_jax.state import setup
@@ -29,16 +31,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   evaluating per config.evals; returns the final metrics, also in WORKDIR/final_metrics.json."""
   run = setup(config)
   evaluators = evaluation.Evaluators(config, run, workdir)
-  state, record = loop.train(run, workdir, evaluators)
-  if not record:  # the run had finished before: evaluate the final state now
-    record = evaluators.run(state.params)
-  final = {"step": config.train.num_steps, **record}
-  if jax.process_index() == 0:
-    report = evaluators.write(final, config.train.num_steps)
-    with open(os.path.join(workdir, workdir_lib.FINAL_METRICS_FILE), "w") as f:
-      json.dump(final, f, indent=2, sort_keys=True)
-    print(evaluation.headline(final, str(report)))
+  lock = run_lock.acquire_for_run(workdir)  # one writer per workdir, up to final_metrics.json
+  try:
+    state, record = loop.train(run, workdir, evaluators, lock)
+    if not record:  # the run had finished before: its last training record, evaluated anew
+      record = {**_logged_training(workdir, config.train.num_steps),
+                **evaluators.run(state.params)}
+    final = {"step": config.train.num_steps, **record}
+    if jax.process_index() == 0:
+      report = evaluators.write(final, config.train.num_steps)
+      with open(os.path.join(workdir, workdir_lib.FINAL_METRICS_FILE), "w") as f:
+        json.dump(final, f, indent=2, sort_keys=True)
+      print(evaluation.headline(final, str(report)))
+  finally:
+    lock.release()
   return final
+
+
+def _logged_training(workdir: str, step: int) -> dict[str, float]:
+  """The train/* and perf/* metrics logged at `step`, as the run that trained it reported them
+  (process 0's metrics.jsonl)."""
+  return {key: value for record in metrics_writer.read_metrics(workdir) if record["step"] == step
+          for key, value in record.items() if key.startswith(("train/", "perf/"))}
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None = None
