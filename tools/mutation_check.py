@@ -85,7 +85,8 @@ def apply(mutation: Mutation, copy: pathlib.Path) -> None:
 
 
 def run_tests(copy: pathlib.Path, test_files: list[str]) -> tuple[bool, float, str]:
-  """(passed, seconds, last line of pytest's output), importing the copy's mlvae_jax."""
+  """(passed, seconds, what pytest said: the first failing test, else its last line),
+  importing the copy's mlvae_jax."""
   env = dict(os.environ, PYTHONPATH=str(copy), PYTHONDONTWRITEBYTECODE="1")
   probe = subprocess.run([sys.executable, "-c", "import mlvae_jax; print(mlvae_jax.__file__)"],
                          cwd=copy, env=env, capture_output=True, text=True, check=True)
@@ -96,7 +97,8 @@ def run_tests(copy: pathlib.Path, test_files: list[str]) -> tuple[bool, float, s
       [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "0",
        *test_files], cwd=copy, env=env, capture_output=True, text=True)
   lines = result.stdout.strip().splitlines() or [result.stderr.strip()]
-  return result.returncode == 0, time.perf_counter() - start, lines[-1]
+  failed = [line.split(" - ")[0] for line in lines if line.startswith(("FAILED ", "ERROR "))]
+  return result.returncode == 0, time.perf_counter() - start, (failed or lines)[-1]
 
 
 def main(test_files: list[str]) -> int:
@@ -113,7 +115,7 @@ def main(test_files: list[str]) -> int:
     rows.append((name, "passed" if passed else "FAILED", "yes" if expected else "NO", seconds, summary))
     print(f"{name}: {rows[-1][1]} in {seconds:.0f} s ({summary})", file=sys.stderr)
   print(f"tests: {' '.join(test_files)}\n")
-  print("| mutation | suite | as required | seconds | pytest |")
+  print("| mutation | suite | as required | seconds | pytest (-x: the first failure) |")
   print("|---|---|---|---|---|")
   for name, outcome, ok, seconds, summary in rows:
     print(f"| {name} | {outcome} | {ok} | {seconds:.0f} | {summary} |")
