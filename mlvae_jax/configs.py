@@ -93,16 +93,20 @@ def base_config() -> ml_collections.ConfigDict:
 EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
     # group ELBO terms, group-weighted over an epoch of the split (max_batches caps it; 0 = all)
     "elbo": {"max_batches": 0},
-    # linear probes of the group label from content and style codes, fitted on fit_split
-    "classify": {"fit_split": "train", "max_examples": 5000},
+    # probes of the group label from content and style codes, fitted on fit_split: linear
+    # (content_accuracy, style_accuracy) and the non-linear ones in `probes` (knn, mlp)
+    "classify": {"fit_split": "train", "max_examples": 5000, "probes": ("knn", "mlp"),
+                 "knn_neighbours": 5, "mlp_hidden": 256},
+    # swap consistency judged by pixel classifiers fitted on fit_examples real images of
+    # fit_split (group label, and each factor quantised into <= bins classes)
+    "swap": {"fit_split": "train", "fit_examples": 20000, "max_examples": 5000,
+             "num_pairs": 2000, "bins": 8, "classifier_hidden": 512, "classifier_epochs": 4},
     # group identification as strategy 2 pools k support members, k in support_sizes
     "accumulation": {"support_sizes": (1, 2, 4, 8, 16), "repeats": 5, "max_examples": 5000},
     # linear predictability of each ground-truth factor (quantised into <= bins classes)
     "disentanglement": {"fit_split": "train", "max_examples": 5000, "bins": 8},
     # swap.png (grid x grid) and reconstructions.png; images enlarged to >= min_pixels
     "images": {"grid": 8, "min_pixels": 48, "max_examples": 5000},
-}
-
     # prior.png (grid x grid), traversals.png (every dimension over +-traversal_limit) and
     # interpolation.png (two groups' pooled content, pool_size members each)
     "figures": {"grid": 8, "traversal_steps": 9, "traversal_limit": 2.0, "interpolation_steps": 8,
@@ -115,6 +119,8 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
         "factor_vae_batch_size": 64, "factor_vae_train": 300, "factor_vae_eval": 150,
         "factor_vae_variance_examples": 5000, "prune_threshold": 0.05,
         "beta_vae_batch_size": 64, "beta_vae_train": 300, "beta_vae_eval": 150},
+}
+
 
 def evaluator(type: str, *, split: str = "test", every: int = 0, **settings: object
               ) -> ml_collections.ConfigDict:  # noqa: A002 - `type` is the config field's name

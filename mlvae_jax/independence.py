@@ -6,12 +6,21 @@ the style code. The Hilbert-Schmidt independence criterion (Gretton et al., ALT 
 the style means and the group-membership kernel L_ij = [g_i = g_j] is zero iff style is
 independent of the group (for a characteristic kernel such as the Gaussian), and sees
 non-linear dependence that a linear decorrelation penalty misses; the HSIC-constrained VAE
-(Lopez et al., NeurIPS 2018) uses the same estimator. Biased estimator over the m valid rows:
+(Lopez et al., NeurIPS 2018) penalises the same quantity.
 
-    HSIC = sum_ij (H K H)_ij L_ij / (m - 1)^2,   K_ij = exp(-|s_i - s_j|^2 / (2 sigma^2)),
+The estimator is the unbiased one (Song et al., JMLR 2012), over the m valid rows:
 
-with H the centring matrix and sigma^2 the median pairwise squared distance (median
-heuristic, held constant in the gradient). Padding rows take no part.
+    HSIC_u = [tr(K~ L~) + (1'K~1)(1'L~1) / ((m-1)(m-2)) - 2/(m-2) 1'K~L~1] / (m(m-3)),
+
+with K~, L~ the kernel matrices with zeroed diagonals, K_ij = exp(-|z_i - z_j|^2 / (2 sigma^2))
+on the style means z standardised per dimension over the batch, and sigma^2 the median
+pairwise squared distance (median heuristic); the scales are held constant in the gradient.
+Standardising matters because probes standardise too: on raw means the median bandwidth is
+set by the widest dimensions, and the group can hide in a narrow one that the kernel barely
+sees but a k-NN probe on standardised codes reads (seen on MNIST: HSIC 4e-4, 5-NN 0.68). Unbiased matters for a penalty: the biased estimator's O(1/m) floor shrinks as the
+kernel matrix becomes constant, so minimising it rewards collapsing the style code altogether
+(seen on MNIST: style KL fell from 130 to 13 nats), while the unbiased one has expectation 0
+for every independent code. Padding rows take no part.
 """
 
 from __future__ import annotations
@@ -28,18 +37,22 @@ def _masked_median(values: jax.Array, weights: jax.Array) -> jax.Array:
   return ordered[jnp.clip((count - 1) // 2, 0, flat.shape[0] - 1).astype(jnp.int32)]
 
 
-def style_group_hsic(style: jax.Array, group_ids: jax.Array, mask: jax.Array) -> jax.Array:
-  """HSIC between rows of `style` [N, D] and group membership, over rows where `mask`."""
+def style_group_hsic(style: jax.Array, group_ids: jax.Array, mask: jax.Array,
+                     bandwidth_scales: tuple[float, ...] = (1.0,)) -> jax.Array:
+  """Unbiased HSIC between rows of `style` [N, D] and group membership, over rows where `mask`."""
   valid = mask.astype(style.dtype)
-  pair = valid[:, None] * valid[None, :]
-  m = jnp.maximum(jnp.sum(valid), 2.0)
+  off_diagonal = valid[:, None] * valid[None, :] * (1.0 - jnp.eye(style.shape[0], dtype=style.dtype))
+  m = jnp.maximum(jnp.sum(valid), 4.0)
+  mean = jnp.sum(style * valid[:, None], axis=0) / m
+  std = jnp.sqrt(jnp.sum((style - mean) ** 2 * valid[:, None], axis=0) / m)
+  style = (style - mean) / jax.lax.stop_gradient(jnp.maximum(std, 1e-6))
   sq_norms = jnp.sum(style**2, axis=-1)
   sq_dist = jnp.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * style @ style.T, 0.0)
-  off_diagonal = pair * (1.0 - jnp.eye(style.shape[0], dtype=style.dtype))
   bandwidth = jax.lax.stop_gradient(jnp.maximum(_masked_median(sq_dist, off_diagonal), 1e-6))
-  kernel = jnp.exp(-sq_dist / (2.0 * bandwidth)) * pair
-  row_mean = jnp.sum(kernel, axis=1) / m
-  total_mean = jnp.sum(kernel) / m**2
-  centred = (kernel - row_mean[:, None] - row_mean[None, :] + total_mean) * pair
-  same_group = (group_ids[:, None] == group_ids[None, :]).astype(style.dtype) * pair
-  return jnp.sum(centred * same_group) / (m - 1.0) ** 2
+  kernel = sum(jnp.exp(-sq_dist / (2.0 * scale * bandwidth)) for scale in bandwidth_scales)
+  kernel = kernel * off_diagonal / len(bandwidth_scales)
+  same_group = (group_ids[:, None] == group_ids[None, :]).astype(style.dtype) * off_diagonal
+  trace_term = jnp.sum(kernel * same_group)
+  sums_term = jnp.sum(kernel) * jnp.sum(same_group) / ((m - 1.0) * (m - 2.0))
+  cross_term = 2.0 / (m - 2.0) * jnp.sum(jnp.sum(kernel, axis=0) * jnp.sum(same_group, axis=1))
+  return (trace_term + sums_term - cross_term) / (m * (m - 3.0))

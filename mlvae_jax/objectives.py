@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlvae_jax import groups
+from mlvae_jax import groups, independence
 from mlvae_jax.configs import VARIANTS, check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
@@ -113,6 +113,10 @@ def group_elbo(
       - objective_config.beta_style * style_kl
       - objective_config.beta_content * content_kl
   )
+  extra = {}
+  if objective_config.style_hsic_weight:  # a static switch: the paper's objective pays nothing
+    extra["style_hsic"] = independence.style_group_hsic(posterior.style_mu, group_ids, mask)
+    loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
   num_observations = jnp.maximum(jnp.sum(mask), 1)
   dims_per_group = num_observations / num_valid * math.prod(x.shape[1:])
   metrics = {
@@ -123,6 +127,7 @@ def group_elbo(
       "kl_content": content_kl,
       "bits_per_dim": -elbo / (dims_per_group * math.log(2.0)),
       "num_groups": jnp.sum(valid_group),
+      **extra,
   }
   return loss, metrics
 

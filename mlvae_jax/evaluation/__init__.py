@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from mlvae_jax.evaluation import (  # noqa: F401 - importing a protocol registers its type
     accumulation, classification, disentanglement, disentanglement_suite, figures, heldout_elbo,
-    images,
+    images, swap,
 )
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext

@@ -1,7 +1,10 @@
 """`classify`: does the content code (strategy 1, one image) identify the group?
 
-Linear probes are fitted on the codes of `fit_split` and scored on `split`; style should
-carry little group information, so the style probe is reported beside the content probe.
+Probes are fitted on the codes of `fit_split` and scored on `split`; style should carry
+little group information, so each style probe is reported beside its content probe. The
+linear probe gives `content_accuracy` / `style_accuracy`; a code can hide the group
+non-linearly, so the probes in `settings.probes` (k-NN, MLP) add `content_<probe>` and
+`style_<probe>`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import ml_collections
 
 from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
-from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy
+from mlvae_jax.evaluation.probes import PROBES, majority_rate, probe_accuracy
 from mlvae_jax.models import Posterior
 
 
@@ -33,14 +36,25 @@ class FittedProbes(Evaluator):
 
 @register("classify")
 class LatentClassification(FittedProbes):
-  """content_accuracy, style_accuracy and chance (the majority rate of `split`)."""
+  """content_/style_ accuracy (linear), content_/style_<probe> for each non-linear probe,
+  and chance (the majority rate of `split`)."""
+
+  def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
+    super().__init__(ctx, settings)
+    unknown = sorted(set(settings.probes) - set(PROBES))
+    if unknown:
+      raise ValueError(f"config.evals.<classify>.probes names unknown probes {unknown}; "
+                       f"choose from {PROBES}")
 
   def run(self, params: Any) -> dict[str, float]:
     fit, test = self.fit_and_test_codes(params)
-    return {
-        "content_accuracy": probe_accuracy(fit.content_mu, self.fit.labels, test.content_mu,
-                                           self.test.labels),
-        "style_accuracy": probe_accuracy(fit.style_mu, self.fit.labels, test.style_mu,
-                                         self.test.labels),
-        "chance": majority_rate(self.test.labels),
-    }
+    s = self.settings
+    metrics = {"chance": majority_rate(self.test.labels)}
+    for code in ("content", "style"):
+      fit_code, test_code = getattr(fit, f"{code}_mu"), getattr(test, f"{code}_mu")
+      for kind in ("linear", *s.probes):
+        name = f"{code}_accuracy" if kind == "linear" else f"{code}_{kind}"
+        metrics[name] = probe_accuracy(fit_code, self.fit.labels, test_code, self.test.labels,
+                                       kind, seed=self.ctx.config.seed,
+                                       knn_neighbours=s.knn_neighbours, mlp_hidden=s.mlp_hidden)
+    return metrics

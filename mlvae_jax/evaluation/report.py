@@ -42,7 +42,9 @@ def write_report(
 
 HEADLINE_KEYS = (
     "val/elbo", "test/elbo", "test/bits_per_dim", "classify/content_accuracy",
-    "classify/style_accuracy", "disentanglement/score",
+    "classify/content_knn", "classify/style_accuracy", "classify/style_knn",
+    "swap/content", "swap/classifier_accuracy", "swap/factor_consistency",
+    "disentanglement/score",
 )
 
 

@@ -1,0 +1,75 @@
+"""`swap`: swap consistency, judged by a classifier of real pixels (see swap_consistency.py).
+
+The judge is fitted once per run on `fit_split` images (the group label; for factor datasets
+also each ground-truth factor, quantised into at most `bins` classes) and reports its own
+accuracy on `split`. For a factor dataset every factor also gets the fraction of swaps whose
+factor follows the content source and the fraction that follows the style source: content
+factors should follow content, style factors style (`factor_consistency` averages the right
+one over factors).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from mlvae_jax import inference
+from mlvae_jax.evaluation import swap_consistency
+from mlvae_jax.evaluation.base import Evaluator, register
+from mlvae_jax.evaluation.context import EvalContext
+from mlvae_jax.evaluation.pixel_classifier import PixelClassifier, fit_pixel_classifier
+
+
+def quantise(values: np.ndarray, levels: int, bins: int) -> np.ndarray:
+  """Factor indices in [0, levels) as at most `bins` classes of consecutive levels."""
+  return np.asarray(values, np.int64) * min(bins, levels) // levels
+
+
+@register("swap")
+class SwapConsistency(Evaluator):
+  """content / style / neither fractions for the group label, the judge's accuracy, and
+  per-factor content- and style-source fractions on factor datasets."""
+
+  def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
+    super().__init__(ctx, settings)
+    fit = ctx.split(settings.fit_split, settings.fit_examples)
+    self.test = ctx.split(settings.split, settings.max_examples)
+    self.targets = {"group": (fit.labels, self.test.labels)}
+    if fit.factors is not None:
+      levels = np.maximum(fit.factors.max(0), self.test.factors.max(0)) + 1
+      for j, name in enumerate(fit.factor_names):
+        self.targets[name] = (quantise(fit.factors[:, j], levels[j], settings.bins),
+                              quantise(self.test.factors[:, j], levels[j], settings.bins))
+    self.content_factors = set(ctx.config.data.group_by.replace(" ", "").split(","))
+    self.judges: dict[str, PixelClassifier] = {
+        name: fit_pixel_classifier(fit.x, fit_labels, hidden=settings.classifier_hidden,
+                                   epochs=settings.classifier_epochs, seed=ctx.config.seed)
+        for name, (fit_labels, _) in self.targets.items()
+    }
+
+  def run(self, params: Any) -> dict[str, float]:
+    s = self.settings
+    codes = self.ctx.codes(params, s.split, s.max_examples)
+    rng = np.random.default_rng(self.ctx.config.seed)
+    metrics: dict[str, float] = {}
+    right_source = []
+    for name, (_, labels) in self.targets.items():
+      if len(np.unique(labels)) < 2:
+        continue  # a factor constant on this split cannot be swapped
+      a, b = swap_consistency.different_label_pairs(labels, s.num_pairs, rng)
+      swapped = inference.decode(self.ctx.model, params, codes.content_mu[a], codes.style_mu[b])
+      fractions = swap_consistency.swap_fractions(self.judges[name].predict(swapped), labels[a], labels[b])
+      accuracy = self.judges[name].accuracy(self.test.x, labels)
+      if name == "group":
+        metrics.update(fractions)
+        metrics["classifier_accuracy"] = accuracy
+        continue
+      metrics[f"{name}/content_source"] = fractions["content"]
+      metrics[f"{name}/style_source"] = fractions["style"]
+      metrics[f"{name}/classifier_accuracy"] = accuracy
+      right_source.append(fractions["content" if name in self.content_factors else "style"])
+    if right_source:
+      metrics["factor_consistency"] = float(np.mean(right_source))
+    return metrics
