@@ -52,6 +52,7 @@ def get_config(arg=None):
   common.set_schedule(config, 30000, log_every=100, eval_every=3000)
   del config.evals.classify  # a linear probe over 5,700 identities, most with one photo
   config.evals.images = configs.evaluator("images")
+  config.evals.figures = configs.evaluator("figures")
   common.apply_common(config, args)
   # Set after `smoke` trims the evaluators: the curve on unseen people is this experiment.
   config.evals.accumulation = configs.evaluator("accumulation", split="unseen")

@@ -32,6 +32,7 @@ def get_config(arg=None):
   common.set_schedule(config, 20000, log_every=100, eval_every=2000)
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.images = configs.evaluator("images")
+  config.evals.figures = configs.evaluator("figures")
   common.apply_common(config, args)
   return config
 

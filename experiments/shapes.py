@@ -1,7 +1,8 @@
 r"""Conv ML-VAE on grouped_shapes (procedural dSprites-like renders), grouped by shape.
 
 Members of a group share the shape and differ in scale, rotation, position and brightness;
-content should capture the shape, style the rest (the `disentanglement` evaluator checks).
+content should capture the shape, style the rest (the `disentanglement` and
+`suite` evaluators check).
 
   python launch.py --config=experiments/shapes.py --workdir=/tmp/shapes
   python launch.py --config=experiments/shapes.py:resolution=64 --workdir=/tmp/shapes64
@@ -38,6 +39,8 @@ def get_config(arg=None):
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.disentanglement = configs.evaluator("disentanglement")
   config.evals.images = configs.evaluator("images")
+  config.evals.figures = configs.evaluator("figures")
+  config.evals.suite = configs.evaluator("disentanglement_suite")
   common.apply_common(config, args)
   if args.smoke:
     config.data.num_examples = 2048  # validation then has >= 2 members of each (shape, scale)
