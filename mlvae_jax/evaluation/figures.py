@@ -123,8 +123,11 @@ def accumulation_plot(metrics: Mapping[str, float], label: str) -> np.ndarray:
 def log_pictures(directory: pathlib.Path, logdir: pathlib.Path, step: int) -> None:
   """Adds every PNG of `directory` to the TensorBoard events in `logdir` at `step`, tagged
   'pictures/<file stem>'."""
+  paths = sorted(directory.glob("*.png"))
+  if not paths:
+    return
   writer = FileWriter(str(logdir), filename_suffix=".pictures")
-  for path in sorted(directory.glob("*.png")):
+  for path in paths:
     data = path.read_bytes()
     width, height, _, colour = struct.unpack(">IIBB", data[16:26])
     image = Summary.Image(height=height, width=width, colorspace=3 if colour == 2 else 1,
