@@ -9,11 +9,11 @@ write to it.
 Faults: a save is written to a temporary directory and renamed when complete (orbax), and
 a rotated-out checkpoint is first renamed into checkpoints/deleting/ and only then deleted,
 so a kill at any moment leaves no half-written or half-deleted step; what a kill leaves in
-a temporary directory or in deleting/ is removed, quietly, when the next run opens them. A checkpoint that
-cannot be read anyway (a damaged disk, a truncated copy) is reported in one line and moved
-to WORKDIR/checkpoints_damaged/<step>-<time> by a training run (nothing is deleted); readers
-fall back to the newest one that reads. A state with NaN or infinite values is never saved,
-and one restored from elsewhere is refused.
+a temporary directory or in deleting/ is removed, quietly, by the next run. A checkpoint
+that cannot be read anyway (a damaged disk, a truncated copy) is reported in one line and
+moved to WORKDIR/checkpoints_damaged/<step>-<time> by a training run (nothing is deleted);
+readers fall back to the newest one that reads. A state with NaN or infinite values is
+never saved, and one restored from elsewhere is refused.
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def train(
           writer.write(step, record)
           writer.advance(steps, {"loss": record["train/loss"]})
         saving = step % train_config.checkpoint_every == 0 or step == train_config.num_steps
-        if logged or saving or stopping or evaluate.due(step, saving=saving, last=last):
+        if logged or saving or evaluate.due(step, saving=saving, last=last):
           nonfinite.check(health, train_config, checkpoints.latest_description())
         evaluated = evaluate(step, state.params, saving=saving, last=last)
         if evaluated:

@@ -57,9 +57,8 @@ class RunLock:
           f"workdir {self.workdir} is in use by another run ({holder}); wait for it to end, "
           "stop it, or use another --workdir"
       ) from None
-    if os.fstat(fd).st_size:  # a killed run's record: it no longer holds the lock
-      os.ftruncate(fd, 0)
     self._fd = fd
+    self._clear()  # a killed run's record: it no longer holds the lock
 
   def announce(self) -> None:
     """Records this process as the holder, for the message a second run shows (process 0)."""
@@ -70,7 +69,7 @@ class RunLock:
         "pid": os.getpid(),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    os.ftruncate(self._fd, 0)
+    self._clear()
     os.pwrite(self._fd, json.dumps(holder).encode(), 0)
     os.fsync(self._fd)
 
@@ -78,9 +77,15 @@ class RunLock:
     """Empties the record and drops the lock; a no-op if it is not held."""
     if self._fd is None:
       return
-    os.ftruncate(self._fd, 0)
+    self._clear()
     os.close(self._fd)  # closing the only descriptor drops the flock
     self._fd = None
+
+  def _clear(self) -> None:
+    """Empties the record; an empty file is left as it is (truncating would touch its mtime,
+    and a run refused before it writes leaves the workdir exactly as it was)."""
+    if os.fstat(self._fd).st_size:
+      os.ftruncate(self._fd, 0)
 
 
 def acquire_for_run(workdir: str) -> RunLock:

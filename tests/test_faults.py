@@ -99,7 +99,9 @@ def wait_for(condition, what: str, timeout: float = 180) -> None:
 
 def steps_saved(workdir) -> list[int]:
   directory = pathlib.Path(workdir) / "checkpoints"
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
 def params_at(workdir, config, step):
@@ -236,9 +238,9 @@ def test_stop_policy_ends_at_the_next_boundary_naming_the_step_and_the_good_chec
   config = config_of(**NAN_RUN)
   with pytest.raises(nonfinite.NonFiniteError) as error:
     train.train_and_evaluate(config, str(tmp_path))
-  assert re.fullmatch(r"non-finite loss or gradient at step 5 \(config.train.on_nonfinite='stop'\); "
-                      r"the run stopped without saving; last good checkpoint: step 4 in \S+; .*",
-                      str(error.value))
+  assert re.fullmatch(r"non-finite loss or gradient at step 5 \(config.train.on_nonfinite="
+                      r"'stop'\); the run stopped without saving; last good checkpoint: step 4 in "
+                      r"\S+; .*", str(error.value))
   assert steps_saved(tmp_path)[-1] == 4  # nothing saved after the first non-finite step
   assert not (tmp_path / "final_metrics.json").exists()
   state, step, _ = restore.restore_state(config, str(tmp_path))
@@ -412,9 +414,10 @@ def test_an_unreadable_latest_checkpoint_is_moved_aside_and_the_run_resumes_befo
   damage(workdir / "checkpoints" / "4")
   state, step, _ = restore.restore_state(config_of(), str(workdir))  # eval: read-only fallback
   assert step == 2 and (workdir / "checkpoints" / "4").is_dir()
-  line = capfd.readouterr().err.strip().splitlines()
-  assert len(line) == 1 and re.fullmatch(r"checkpoint 4 of \S+ cannot be read \(.+\); skipped "
-                                         r"\(a training run in this workdir moves it aside\)", line[0])
+  lines = capfd.readouterr().err.strip().splitlines()
+  assert len(lines) == 1 and re.fullmatch(r"checkpoint 4 of \S+ cannot be read \(.+\); skipped "
+                                          r"\(a training run in this workdir moves it aside\)",
+                                          lines[0])
   config = config_of(**{"train.num_steps": 6})
   train.train_and_evaluate(config, str(workdir))
   lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
@@ -512,5 +515,6 @@ def test_a_launch_on_a_corrupted_gz_fails_in_one_line(tmp_path):
       timeout=240)
   lines = process.stderr.strip().splitlines()
   assert process.returncode == 1 and len(lines) == 1, lines
-  assert re.search(r"cannot read \S+train-images-idx3-ubyte.gz: Error -3 while decompressing", lines[0])
+  assert re.search(r"cannot read \S+train-images-idx3-ubyte.gz: Error -3 while decompressing",
+                   lines[0])
   assert not (tmp_path / "run").exists()
