@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight of HSIC(style means, group membership) added to the loss (0: the paper's objective);
   # see mlvae_jax/independence.py.
   c.objective.style_hsic_weight = 0.0
+  c.objective.kl_warmup_steps = 0  # both KL weights rise linearly from 0 over these steps
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3

@@ -72,8 +72,11 @@ def group_elbo(
     noise: Noise,
     num_groups: int,
     objective_config: ml_collections.ConfigDict,
+    kl_scale: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Loss (minus the beta-weighted mean group ELBO) and the reported terms.
+
+  `kl_scale` multiplies both betas in the loss (KL warm-up); the reported ELBO ignores it.
 
   `noise.content` has one row per group slot when `content_sample == 'group'` (every member
   sees the same draw of C_G, as in the paper) and one row per observation otherwise. Reported
@@ -110,8 +113,8 @@ def group_elbo(
   elbo = reconstruction - style_kl - content_kl
   loss = -(
       reconstruction
-      - objective_config.beta_style * style_kl
-      - objective_config.beta_content * content_kl
+      - kl_scale * objective_config.beta_style * style_kl
+      - kl_scale * objective_config.beta_content * content_kl
   )
   extra = {}
   if objective_config.style_hsic_weight:  # a static switch: the paper's objective pays nothing
@@ -138,6 +141,14 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   check_choice("objective.content_sample", objective_config.content_sample, CONTENT_SAMPLES)
 
 
+def kl_warmup_scale(step: jax.Array | None, warmup_steps: int) -> jax.Array | float:
+  """Linear KL warm-up (Bowman et al. 2016; Sonderby et al. 2016): 0 at step 0, 1 from
+  `warmup_steps` on; 1 when there is no step (evaluation) or no warm-up."""
+  if step is None or not warmup_steps:
+    return 1.0
+  return jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
+
+
 def make_loss_fn(
     model: MLVAE, config: ml_collections.ConfigDict
 ) -> Callable[[dict, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
@@ -147,7 +158,10 @@ def make_loss_fn(
   num_groups = config.data.num_groups
   content_dim, style_dim = config.model.content_dim, config.model.style_dim
 
-  def loss_fn(params: dict, batch: Batch, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def loss_fn(
+      params: dict, batch: Batch, rng: jax.Array, step: jax.Array | None = None
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`step` (training only) sets the KL warm-up; without it the betas apply in full."""
     variables = {"params": params}
     posterior = model.apply(variables, batch["x"], method="encode")
     n = batch["x"].shape[0]
@@ -157,6 +171,7 @@ def make_loss_fn(
     def decode(content: jax.Array, style: jax.Array) -> Likelihood:
       return model.apply(variables, content, style, method="decode")
 
-    return group_elbo(posterior, decode, batch, noise, num_groups, objective_config)
+    return group_elbo(posterior, decode, batch, noise, num_groups, objective_config,
+                      kl_warmup_scale(step, objective_config.kl_warmup_steps))
 
   return loss_fn

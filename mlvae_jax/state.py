@@ -26,7 +26,8 @@ from mlvae_jax.models import build_model
 from mlvae_jax.workdir import SetupError
 
 SCHEDULES = ("constant", "cosine")
-LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, dict]]
+# loss_fn(params, batch, rng, step=None) -> (loss, metrics); `step` drives the KL warm-up.
+LossFn = Callable[..., tuple[jax.Array, dict]]
 
 
 @flax.struct.dataclass

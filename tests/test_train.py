@@ -59,7 +59,7 @@ def test_train_step_reports_grad_norm_before_clipping_and_lr():
       {"learning_rate": 0.1, "warmup_steps": 0, "schedule": "constant", "grad_clip_norm": 1.0}
   )
   tx, schedule = state_lib.make_optimizer(optim, num_steps=10)
-  loss_fn = lambda p, batch, rng: (jnp.sum((p["w"] - batch["x"]) ** 2), {"loss": 0.0})  # noqa: E731
+  loss_fn = lambda p, batch, rng, step: (jnp.sum((p["w"] - batch["x"]) ** 2), {"loss": 0.0})  # noqa: E731
   params = {"w": jnp.zeros(3)}
   state = state_lib.TrainState(jnp.int32(0), params, tx.init(params), jax.random.key_data(jax.random.key(0)))
   state, metrics = jax.jit(loop.make_train_step(loss_fn, tx, schedule))(state, {"x": jnp.full(3, 10.0)})
