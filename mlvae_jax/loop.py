@@ -67,7 +67,7 @@ def make_train_step(
 
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, batch, rng, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
     new_state = state.replace(
