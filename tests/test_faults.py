@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -80,7 +81,7 @@ def start_launch(workdir, *args: str) -> subprocess.Popen:
              JAX_PLATFORMS="cpu")
   return subprocess.Popen(
       [sys.executable, str(ROOT / "launch.py"), SMOKE, f"--workdir={workdir}", *args],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> tuple[int, list[str]]:
@@ -172,6 +173,32 @@ def test_sigint_twice_while_saving_every_step_commits_the_stop_checkpoint(tmp_pa
   time.sleep(0.05)
   process.send_signal(signal.SIGINT)  # a second Ctrl-C while the stop saves
   assert_stopped_then_continues(tmp_path, process, "SIGINT", every_step)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_saved_step(tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  # One device per process; each process draws whole groups from its half of the data.
+  two_hosts = {**ENDLESS, "mesh.data": 2, "data.group_size": 2, "data.num_groups": 32}
+  processes = [start_launch(tmp_path, f"--coordinator_address=127.0.0.1:{port}",
+                            "--num_processes=2", f"--process_id={i}", *flags_of(**two_hosts))
+               for i in range(2)]
+  try:
+    wait_for(lambda: train_steps_logged(tmp_path) or any(p.poll() is not None for p in processes),
+             "the first logged steps")
+    processes[1].send_signal(signal.SIGTERM)  # a preemption notice reaches one host
+    results = [finish(process) for process in processes]
+  finally:
+    for process in processes:
+      process.kill()
+  stops = [re.search(r"stopped by SIGTERM at step (\d+)", lines[-1]) for _, lines in results]
+  assert [status for status, _ in results] == [preemption.RESUMABLE_EXIT_CODE] * 2, results
+  assert all(stops) and stops[0].group(1) == stops[1].group(1), results
+  step = int(stops[0].group(1))
+  assert steps_saved(tmp_path) == [step] and train_steps_logged(tmp_path)[-1] == step
 
 
 @pytest.mark.slow
