@@ -9,6 +9,7 @@ jitted functions are new objects each time: without it every run here compiles f
 
 import fcntl
 import gzip
+import io
 import json
 import os
 import pathlib
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 
 import jax
@@ -26,11 +28,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from jax.experimental.compilation_cache import compilation_cache
 
 from mlvae_jax import checkpoint, data, inference, loop, metrics_writer, nonfinite, preemption
 from mlvae_jax import restore, run_lock, train
 from mlvae_jax.data import idx
+from mlvae_jax.data.builders import lfw
 from mlvae_jax.state import TrainState, setup
 from mlvae_jax.workdir import SetupError
 from tests.test_launch import ROOT, snapshot
@@ -497,9 +501,9 @@ def _mnist_files(directory: pathlib.Path) -> pathlib.Path:
   return directory
 
 
-def _flip_bytes(path: pathlib.Path) -> None:
+def _flip_bytes(path: pathlib.Path, at: int = 20) -> None:
   content = bytearray(path.read_bytes())
-  for i in range(20, 28):
+  for i in range(at, at + 8):
     content[i] ^= 0x5A
   path.write_bytes(bytes(content))
 
@@ -528,6 +532,29 @@ def test_a_corrupted_gz_file_is_a_data_error_naming_it(tmp_path, corrupt, cause)
                                           manual_dir=str(manual), data_dir=str(tmp_path / "tfds")))
   with pytest.raises(data.DataError, match=f"cannot read {re.escape(str(bad))}"):
     data.load_split(config, "train")
+
+
+@pytest.mark.parametrize("corrupt, cause", [
+    (lambda path: _flip_bytes(path, at=len(path.read_bytes()) // 2), "at lfw/Ann_Lee/Ann_Lee_"),
+    (_truncate, "at lfw/"),
+])
+def test_a_corrupted_lfw_archive_is_a_data_error_naming_it(tmp_path, corrupt, cause):
+  image = pytest.importorskip("PIL.Image")
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  archive = manual / lfw.ARCHIVE
+  with tarfile.open(archive, "w:gz") as tar:
+    for i in range(4):
+      buffer = io.BytesIO()
+      image.fromarray(np.full((250, 250, 3), 40 * i, np.uint8)).save(buffer, format="PNG")
+      info = tarfile.TarInfo(f"lfw/Ann_Lee/Ann_Lee_{i:04d}.jpg")
+      info.size = buffer.tell()
+      buffer.seek(0)
+      tar.addfile(info, buffer)
+  corrupt(archive)
+  builder = tfds.builder("mlvae_lfw", data_dir=str(tmp_path / "tfds"))
+  with pytest.raises(data.DataError, match=rf"^cannot read {re.escape(str(archive))} \({cause}"):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import pathlib
 import tarfile
+import zlib
 from typing import Iterator
 
 import numpy as np
@@ -78,9 +79,15 @@ class Lfw(ArrayRecordBuilder):
     return {"train": self._generate_examples(archive)}
 
   def _generate_examples(self, archive: pathlib.Path) -> Iterator:
-    with tarfile.open(archive) as tar:
-      for member in tar:  # in archive order: a gzip stream is read once, front to back
-        if member.isfile() and member.name.endswith(".jpg"):
-          person = pathlib.PurePosixPath(member.name).parent.name
-          photo = _decode_jpeg(tar.extractfile(member).read())
-          yield member.name, {"image": face(photo), "label": person}
+    where = "its start"
+    try:
+      with tarfile.open(archive) as tar:
+        for member in tar:  # in archive order: a gzip stream is read once, front to back
+          if member.isfile() and member.name.endswith(".jpg"):
+            where = member.name
+            person = pathlib.PurePosixPath(member.name).parent.name
+            photo = _decode_jpeg(tar.extractfile(member).read())
+            yield member.name, {"image": face(photo), "label": person}
+    # A truncated or corrupted download: bad gzip or tar data, or an undecodable JPEG (OSError).
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+      raise DataError(f"cannot read {archive} (at {where}): {e}; download it again") from e
