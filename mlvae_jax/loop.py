@@ -214,8 +214,8 @@ def train(
   window = _Window(config.data.batch_size)
   record: dict[str, float] = {}
   in_flight: collections.deque = collections.deque()
-  try:
-    with preemption.StopSignals() as signals:
+  with preemption.StopSignals() as signals:
+    try:
       for step in range(start + 1, train_config.num_steps + 1):
         state, health, metrics = step_fn(state, health, device_batch(run, next(train_iter)))
         window.add(metrics)
@@ -243,7 +243,10 @@ def train(
           raise preemption.Preempted(step, signals.signal_name, checkpoints.directory)
         if step == start + 1 or evaluated or saving:
           window.restart_clock()  # compilation, evaluation and saving are not step time
-  finally:
-    writer.close()
-    checkpoints.close()  # commits the pending save, also when the run stops
+    finally:
+      writer.close()
+      checkpoints.close()  # commits the pending save; a signal meanwhile waits for it
+    if signals.reached(train_config.num_steps):  # it came after the last step's check
+      raise preemption.Preempted(train_config.num_steps, signals.signal_name,
+                                 checkpoints.directory)
   return state, record
