@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.validation_fraction = 0.1
   c.data.unseen_groups = ""  # comma-separated group values held out of training entirely
   c.data.num_workers = 0  # grain worker processes (0 = in-process)
+  # auto | on | off: keep the train split on the devices and gather batches there (auto: when
+  # it fits in half of a device's free memory)
+  c.data.device_resident = "auto"
 
   c.model = ml_collections.ConfigDict()
   c.model.family = "mlp"  # mlp | conv
@@ -76,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.debug_checks = False  # validate every batch on the host
   c.train.on_nonfinite = "stop"  # stop | skip: what a NaN/inf loss or gradient does (README: Faults)
   c.train.max_nonfinite_in_a_row = 10  # skip: this many dropped updates in a row end the run
+  c.train.steps_per_call = 1  # K: steps per jitted call (a lax.scan); cadences end calls early
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices along the batch axis (-1: all devices of all hosts)

@@ -26,6 +26,7 @@ RESUMABLE_KEYS = (
     "train.keep_checkpoints", "train.keep_best_metric", "train.resume", "train.debug_checks",
     "train.on_nonfinite", "train.max_nonfinite_in_a_row",
     "mesh.", "evals.", "data.num_workers", "data.data_dir", "data.manual_dir",
+    "data.device_resident", "train.steps_per_call",
 )
 
 

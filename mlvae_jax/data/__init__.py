@@ -81,6 +81,18 @@ def make_batch_iterator(
   drops each epoch's last partial batch; a finite count keeps it (padded), so evaluation
   covers every example.
   """
+  if num_epochs is not None and num_epochs < 1:
+    raise DataError(f"num_epochs={num_epochs} must be >= 1 or None (forever)")
+  batcher = make_batcher(data_config, split, seed=seed, process_index=process_index,
+                         process_count=process_count, finite=num_epochs is not None)
+  return BatchIterator(
+      batcher, num_epochs=num_epochs, num_workers=int(data_config.num_workers),
+      fingerprint=pipeline.fingerprint(data_config, split, int(seed), num_epochs))
+
+
+def make_batcher(data_config: Any, split: str, *, seed: int, process_index: int = 0,
+                 process_count: int = 1, finite: bool = False) -> pipeline.Batcher:
+  """The step -> batch function behind `make_batch_iterator` (same arguments, checks)."""
   n, g = int(data_config.batch_size), int(data_config.num_groups)
   if n < 1 or g < 1:
     raise DataError(f"data.batch_size (N={n}) and data.num_groups (G={g}) must be >= 1")
@@ -91,8 +103,6 @@ def make_batch_iterator(
         f"N={n} and G={g} must both be divisible by the number of processes "
         f"({process_count}): each process gets N/P rows and G/P group slots"
     )
-  if num_epochs is not None and num_epochs < 1:
-    raise DataError(f"num_epochs={num_epochs} must be >= 1 or None (forever)")
   policy = policies.policy_from_config(data_config)
   examples, coding, rows = _examples_and_rows(data_config, split)
   shards = [rows[p::process_count] for p in range(process_count)]
@@ -100,11 +110,8 @@ def make_batch_iterator(
     where = f"split {split!r}" + (f", process {p} of {process_count}" if process_count > 1 else "")
     policies.check_capacity(policy, coding.codes[shard], n // process_count,
                             g // process_count, where)
-  batcher = pipeline.Batcher(
+  return pipeline.Batcher(
       images=examples.images, pixel_scale=examples.pixel_scale, shards=shards,
       codes=coding.codes, factors=examples.factors(np.arange(len(coding.codes))),
       policy=policy, split=split, seed=int(seed), batch_size=n, num_groups=g,
-      process_index=process_index, finite=num_epochs is not None)
-  return BatchIterator(
-      batcher, num_epochs=num_epochs, num_workers=int(data_config.num_workers),
-      fingerprint=pipeline.fingerprint(data_config, split, int(seed), num_epochs))
+      process_index=process_index, finite=finite)

@@ -105,26 +105,56 @@ class Batcher:
     epoch = bisect.bisect_right(self._ends, step)
     return epoch, step - (self._ends[epoch - 1] if epoch else 0)
 
-  def __call__(self, step: int) -> dict[str, np.ndarray]:
+  @property
+  def pixel_scale(self) -> np.float32:
+    """What a stored pixel is multiplied by to lie in [0, 1]."""
+    return self._scale
+
+  @property
+  def _largest_shard(self) -> int:
+    return max(len(codes) for codes in self._shard_codes)
+
+  @property
+  def shard_nbytes(self) -> int:
+    """Bytes of `shard_images()`, known without reading them."""
+    return self._largest_shard * int(np.prod(self.observation_shape)) * self._images.dtype.itemsize
+
+  def shard_images(self) -> np.ndarray:
+    """This process's examples in their stored dtype, indexed by `layout`'s `rows`; zeros
+    after them up to the largest process's shard, so every process's copy has one shape."""
+    images = np.zeros((self._largest_shard, *self.observation_shape), self._images.dtype)
+    images[:len(self._rows)] = self._images[self._rows]
+    return images
+
+  def layout(self, step: int) -> dict[str, np.ndarray]:
+    """The batch of `step` without its pixels: `rows` (int32 positions in `shard_images`,
+    0 on padding rows), group_ids, mask, labels[, factors]; checked against the contract."""
     epoch, index = self.locate(int(step))
     plan = self._own_plan(epoch)
     lo, hi = (plan.offsets[index], plan.offsets[index + 1]) if index < len(plan) else (0, 0)
     local = plan.rows[lo:hi]
     n, size = hi - lo, self._local_n
-    x = np.zeros((size,) + self.observation_shape, np.float32)
-    x[:n] = self._images[self._rows[local]]
-    x[:n] *= self._scale
+    rows = np.zeros(size, np.int32)
+    rows[:n] = local
     group_ids = np.full(size, self._num_groups, np.int32)
     group_ids[:n] = plan.slots[lo:hi] + self._process_index * self._local_g
     labels = np.full(size, -1, np.int32)
     labels[:n] = self._codes[local]
-    batch = dict(x=x, group_ids=group_ids, mask=np.arange(size) < n, labels=labels)
+    batch = dict(rows=rows, group_ids=group_ids, mask=np.arange(size) < n, labels=labels)
     if self._factors is not None:
       factors = np.full((size, self._factors.shape[1]), -1, np.int32)
       factors[:n] = self._factors[local]
       batch["factors"] = factors
-    validate_batch(batch, self._num_groups)
+    validate_batch(dict(batch, x=rows), self._num_groups)
     return batch
+
+  def __call__(self, step: int) -> dict[str, np.ndarray]:
+    batch = self.layout(step)
+    rows, n = batch.pop("rows"), int(batch["mask"].sum())
+    x = np.zeros((len(rows),) + self.observation_shape, np.float32)
+    x[:n] = self._images[self._rows[rows[:n]]]
+    x[:n] *= self._scale
+    return dict(x=x, **batch)
 
   def num_steps(self, num_epochs: int | None) -> int:
     if num_epochs is None:
@@ -171,16 +201,21 @@ class BatchIterator(Iterator[dict]):
     return {"step": self._step, "fingerprint": self._fingerprint}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    if state.get("fingerprint") != self._fingerprint:
-      raise DataError(
-          "this iterator state was saved by a loader with a different data config, split or "
-          f"seed (fingerprint {state.get('fingerprint')!r}, expected {self._fingerprint!r}); "
-          "restore it with the config it was saved with"
-      )
-    self._restart(int(state["step"]))
+    self._restart(resume_step(state, self._fingerprint))
 
 
-_NOT_IN_FINGERPRINT = ("data_dir", "manual_dir", "num_workers")
+def resume_step(state: dict[str, Any], expected_fingerprint: str) -> int:
+  """The next step of a saved iterator state; a state of another data config is a DataError."""
+  if state.get("fingerprint") != expected_fingerprint:
+    raise DataError(
+        "this iterator state was saved by a loader with a different data config, split or "
+        f"seed (fingerprint {state.get('fingerprint')!r}, expected {expected_fingerprint!r}); "
+        "restore it with the config it was saved with"
+    )
+  return int(state["step"])
+
+
+_NOT_IN_FINGERPRINT = ("data_dir", "manual_dir", "num_workers", "device_resident")
 
 
 def fingerprint(data_config: Any, split: str, seed: int, num_epochs: int | None) -> str:

@@ -1,0 +1,148 @@
+"""K steps per jitted call: one call of K steps leaves the parameters of K single steps bit
+for bit (1 and 8 devices, host and device-resident data), slots without a valid row are no
+steps, one compile serves every group structure and call length, and where calls end."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import digits
+from mlvae_jax import data, loop, nonfinite, sharding, state as state_lib, step_calls
+from mlvae_jax.data import device_batches
+
+K = 4
+STEP_KEYS = ("x", "group_ids", "mask")
+
+
+def make_run(devices: int, **data_overrides):
+  config = digits.get_config("smoke")
+  config.mesh.data = devices
+  config.data.update(data_overrides)
+  return state_lib.setup(config)
+
+
+def guarded_step(run):
+  return nonfinite.guard_step(loop.make_train_step(run.loss_fn, run.tx, run.schedule),
+                              run.config.train)
+
+
+def jit_call(run, steps_per_call, to_batch=step_calls.host_batch, data_sharding=None):
+  return jax.jit(
+      step_calls.scan_steps(guarded_step(run), steps_per_call, to_batch),
+      in_shardings=(run.state_shardings, run.replicated,
+                    step_calls.input_sharding(run.mesh, steps_per_call), data_sharding),
+      out_shardings=(run.state_shardings, run.replicated, run.replicated),
+  )
+
+
+def fresh(run):
+  return (jax.jit(run.init, out_shardings=run.state_shardings)(),
+          jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)())
+
+
+def host_batches(run, count):
+  iterator = data.make_batch_iterator(run.config.data, "train", seed=run.config.seed)
+  return [next(iterator) for _ in range(count)]
+
+
+def single_steps(run, batches):
+  """The reference: today's step, one call per batch; metrics summed as the loop's window."""
+  call = jit_call(run, 1)
+  state, health = fresh(run)
+  sums = None
+  for batch in batches:
+    inputs = step_calls.to_devices(step_calls.stack([batch], 1, STEP_KEYS), run.mesh, 1)
+    state, health, metrics = call(state, health, inputs, None)
+    sums = metrics if sums is None else loop.add_trees(sums, metrics)
+  return jax.device_get((state, sums))
+
+
+def assert_trees_equal(actual, expected):
+  jax.tree.map(np.testing.assert_array_equal, actual, expected)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices):
+  run = make_run(devices)
+  batches = host_batches(run, K)
+  state, health = fresh(run)
+  inputs = step_calls.to_devices(step_calls.stack(batches, K, STEP_KEYS), run.mesh, K)
+  state, health, sums = jit_call(run, K)(state, health, inputs, None)
+  expected_state, expected_sums = single_steps(run, batches)
+  assert int(state.step) == K
+  assert_trees_equal(jax.device_get(state), expected_state)
+  assert_trees_equal(jax.device_get(sums), expected_sums)
+
+
+def test_slots_without_a_valid_row_are_no_steps():
+  run = make_run(1)
+  batches = host_batches(run, 2)
+  state, health = fresh(run)
+  inputs = step_calls.to_devices(step_calls.stack(batches, K, STEP_KEYS), run.mesh, K)
+  state, health, sums = jit_call(run, K)(state, health, inputs, None)
+  expected_state, expected_sums = single_steps(run, batches)
+  assert int(state.step) == 2
+  assert_trees_equal(jax.device_get(state), expected_state)
+  assert_trees_equal(jax.device_get(sums), expected_sums)
+  assert int(health.in_a_row) == 0 and int(health.stopped_at) == -1
+
+
+@pytest.mark.parametrize("steps_per_call", [1, K])
+@pytest.mark.parametrize("devices", [1, 8])
+def test_device_resident_steps_equal_host_steps_bitwise(devices, steps_per_call):
+  run = make_run(devices, group_policy="uniform", group_size_min=2, group_size_max=9)
+  batcher = data.make_batcher(run.config.data, "train", seed=run.config.seed)
+  images = device_batches.put_images(batcher, run.mesh)
+  to_batch = functools.partial(device_batches.gather_batch, pixel_scale=batcher.pixel_scale,
+                               mesh=run.mesh)
+  call = jit_call(run, steps_per_call, to_batch, run.batch_sharding)
+  state, health = fresh(run)
+  for first in range(0, 2 * K, steps_per_call):
+    layouts = [batcher.layout(step) for step in range(first, first + steps_per_call)]
+    inputs = step_calls.stack(layouts, steps_per_call, device_batches.LAYOUT_KEYS)
+    state, health, _ = call(state, health, step_calls.to_devices(inputs, run.mesh,
+                                                                steps_per_call), images)
+  expected_state, _ = single_steps(run, [batcher(step) for step in range(2 * K)])
+  assert_trees_equal(jax.device_get(state), expected_state)
+
+
+def test_one_compile_for_every_group_structure_and_call_length():
+  run = make_run(1, group_policy="uniform", group_size_min=1, group_size_max=8)
+  call = jit_call(run, K)
+  state, health = fresh(run)
+  batches = host_batches(run, 12)
+  for first, length in ((0, K), (4, 1), (5, 3), (8, K)):
+    inputs = step_calls.stack(batches[first:first + length], K, STEP_KEYS)
+    state, health, _ = call(state, health, step_calls.to_devices(inputs, run.mesh, K), None)
+  assert int(state.step) == 12
+  assert call._cache_size() == 1
+
+
+@pytest.mark.parametrize("step, stops, expected", [
+    (0, (), K),  # no stop within reach: a full call
+    (0, (2,), 2),  # a log step ends the call there
+    (3, (4, 5), 1),
+    (5, (5,), K),  # a stop at the current step is behind the call
+    (8, (8 + K,), K),  # a stop at the call's last step needs no early end
+])
+def test_calls_end_at_the_steps_the_host_acts_at(step, stops, expected):
+  assert step_calls.call_length(step, K, lambda s: s in stops) == expected
+
+
+def test_inputs_of_a_call_are_stacked_and_padded_per_key():
+  batches = [{"x": np.full((2, 3), i, np.float32), "mask": np.ones(2, bool), "labels": 0}
+             for i in (1, 2)]
+  stacked = step_calls.stack(batches, 3, ("x", "mask"))
+  assert set(stacked) == {"x", "mask"}
+  np.testing.assert_array_equal(stacked["x"][:, 0, 0], [1, 2, 0])
+  np.testing.assert_array_equal(stacked["mask"].any(axis=1), [True, True, False])
+  assert step_calls.stack(batches[:1], 1, ("x",))["x"] is batches[0]["x"]
+
+
+def test_inputs_of_k_steps_are_split_along_observations():
+  mesh = sharding.make_mesh(digits.get_config("smoke").mesh)
+  inputs = step_calls.to_devices({"mask": np.ones((K, 16), bool)}, mesh, K)
+  assert inputs["mask"].shape == (K, 16)
+  assert {s.data.shape for s in inputs["mask"].addressable_shards} == {(K, 16 // mesh.size)}
