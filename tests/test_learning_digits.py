@@ -1,4 +1,5 @@
-"""A short ML-VAE training run on real data learns a content code that identifies the group.
+"""Short ML-VAE training runs on real data: content identifies the group, and with the
+style-group HSIC term the style code no longer does.
 
 Uses scikit-learn's bundled 8x8 digits directly (the data package has its own tests), grouped
 by class, with groups of 8 drawn at random each step.
@@ -11,13 +12,18 @@ import optax
 from sklearn.datasets import load_digits
 
 from mlvae_jax import configs, inference, models, objectives
-from mlvae_jax.evaluation.probes import probe_accuracy
+from mlvae_jax.evaluation.probes import probe_accuracy, probe_all
 
 STEPS, GROUPS, GROUP_SIZE = 600, 8, 8
 # Measured over init seeds 0-2: loss 283-289 -> 191-192 per group; content-code probe accuracy
 # 0.93-0.94 (chance 0.10); the style code's 0.44-0.55, at least 0.38 below content.
 MIN_CONTENT_ACCURACY = 0.75
 MIN_CONTENT_OVER_STYLE = 0.2
+# With objective.style_hsic_weight=1e5, measured over init seeds 0-2 after 600 steps: style
+# 5-NN 0.24-0.28 and linear 0.15-0.20 (chance 0.10; without the term 5-NN reads 0.71), content
+# 5-NN 0.94-0.96. Thresholds keep a margin of about 0.07 over the worst seed.
+HSIC_WEIGHT = 1e5
+MAX_STYLE_WITH_HSIC = 0.35
 
 
 def _grouped_batch(rng, x, labels):
@@ -27,16 +33,19 @@ def _grouped_batch(rng, x, labels):
           "mask": jnp.ones(GROUPS * GROUP_SIZE, bool)}
 
 
-def test_training_on_digits_lowers_loss_and_content_predicts_class():
+def _digits():
   digits = load_digits()
   x = (digits.images / 16.0).astype(np.float32)[..., None]
-  labels = digits.target
   order = np.random.default_rng(0).permutation(len(x))
-  train, test = order[:1400], order[1400:]
+  return x, digits.target, order[:1400], order[1400:]
 
+
+def _train(x, labels, style_hsic_weight=0.0):
+  """600 Adam steps on random class groups; returns the loss curve, the model and params."""
   config = configs.base_config()
   config.model.hidden = 128
   config.data.num_groups, config.data.batch_size = GROUPS, GROUPS * GROUP_SIZE
+  config.objective.style_hsic_weight = style_hsic_weight
   model = models.build_model(config.model, x.shape[1:])
   params = model.init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
   optimizer = optax.adam(config.optim.learning_rate)
@@ -52,9 +61,14 @@ def test_training_on_digits_lowers_loss_and_content_predicts_class():
   rng = np.random.default_rng(1)
   losses = []
   for i in range(STEPS):
-    params, opt_state, loss = step(params, opt_state, _grouped_batch(rng, x[train], labels[train]),
-                                   jax.random.key(i))
+    params, opt_state, loss = step(params, opt_state, _grouped_batch(rng, x, labels), jax.random.key(i))
     losses.append(float(loss))
+  return losses, model, params
+
+
+def test_training_on_digits_lowers_loss_and_content_predicts_class():
+  x, labels, train, test = _digits()
+  losses, model, params = _train(x[train], labels[train])
   assert np.mean(losses[-50:]) < 0.8 * np.mean(losses[:10]), (losses[:10], losses[-50:])
 
   train_code = inference.encode(model, params, x[train])
@@ -63,3 +77,15 @@ def test_training_on_digits_lowers_loss_and_content_predicts_class():
   style = probe_accuracy(train_code.style_mu, labels[train], test_code.style_mu, labels[test])
   assert content > MIN_CONTENT_ACCURACY, content
   assert content > style + MIN_CONTENT_OVER_STYLE, (content, style)
+
+
+def test_style_hsic_keeps_the_digit_out_of_the_style_code():
+  x, labels, train, test = _digits()
+  _, model, params = _train(x[train], labels[train], style_hsic_weight=HSIC_WEIGHT)
+  train_code = inference.encode(model, params, x[train])
+  test_code = inference.encode(model, params, x[test])
+  kinds = ("linear", "knn")
+  style = probe_all(train_code.style_mu, labels[train], test_code.style_mu, labels[test], kinds)
+  content = probe_all(train_code.content_mu, labels[train], test_code.content_mu, labels[test], kinds)
+  assert max(style.values()) < MAX_STYLE_WITH_HSIC, style
+  assert min(content.values()) > MIN_CONTENT_ACCURACY, content
