@@ -81,3 +81,10 @@ def test_pairs_always_differ_in_label():
   assert np.all(labels[a] != labels[b])
   with pytest.raises(ValueError, match="at least two different labels"):
     swap_consistency.different_label_pairs(np.zeros(5, int), 3, np.random.default_rng(0))
+
+
+def test_factor_levels_are_quantised_into_equal_runs_of_consecutive_levels():
+  from mlvae_jax.evaluation.swap import quantise
+
+  np.testing.assert_array_equal(quantise(np.arange(32), 32, 8), np.repeat(np.arange(8), 4))
+  np.testing.assert_array_equal(quantise(np.arange(3), 3, 8), np.arange(3))  # few levels kept
