@@ -1,8 +1,12 @@
 """The training loop: plan the workdir, start or resume, step, log, evaluate, checkpoint.
 
-The step is jitted once with donated state and explicit shardings, the rng of step t is
-`fold_in(rng, t)`, and batches come from the data iterator whose state is checkpointed with
-the parameters: a run stopped after any checkpoint and restarted continues bit for bit.
+The train call (K = config.train.steps_per_call steps, step_calls.py) is compiled once
+with donated state and explicit shardings, and its memory checked against the devices before
+anything is written (device_memory.py); the rng of step t is `fold_in(rng, t)`, and batches
+come from the train feed (train_feed.py: host batches prefetched, or the split kept on the
+devices) whose iterator state is checkpointed with the parameters: a run stopped after any
+checkpoint and restarted continues bit for bit. Calls end where the host acts (log,
+evaluation, checkpoint, the last step), so every cadence falls on a call boundary.
 Nothing is written to the workdir before every input has been checked (workdir.py).
 What to evaluate, and when, is the caller's (`Evaluate`): this module knows no evaluator.
 Faults: SIGTERM/SIGINT end the run after saving the step they arrive at (preemption.py); a
@@ -14,6 +18,7 @@ evaluated.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import shutil
 import time
@@ -28,21 +33,24 @@ from jax.experimental import multihost_utils
 
 from mlvae_jax import checkpoint as checkpoint_lib
 from mlvae_jax import data as data_lib
+from mlvae_jax import device_memory
 from mlvae_jax import metrics_writer
 from mlvae_jax import nonfinite
 from mlvae_jax import preemption
 from mlvae_jax import run_lock
 from mlvae_jax import sharding
+from mlvae_jax import state as state_lib
+from mlvae_jax import step_calls
+from mlvae_jax import train_feed
 from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.groups import validate_batch
 from mlvae_jax.state import LossFn, Setup, TrainState
 from mlvae_jax.workdir import SetupError
 
-STEP_KEYS = ("x", "group_ids", "mask")  # what the loss reads; labels/factors stay on host
-# The host dispatches at most this many steps ahead of the devices. More gains little (the
-# host prepares the next batch while the devices run), and with many virtual CPU devices on
+# The host dispatches at most this many calls ahead of the devices. More gains little (the
+# host prepares the next inputs while the devices run), and with many virtual CPU devices on
 # few cores a deep queue of collectives can deadlock XLA's CPU runtime (seen: 8 on 2 cores).
-MAX_STEPS_IN_FLIGHT = 2
+MAX_CALLS_IN_FLIGHT = 2
 
 
 class Evaluate(Protocol):
@@ -95,7 +103,36 @@ def device_batch(run: Setup, host_batch: Mapping[str, np.ndarray]) -> dict[str, 
   """This process's rows of a batch -> the global batch, sharded along observations."""
   if run.config.train.debug_checks:
     validate_batch(host_batch, run.config.data.num_groups)
-  return sharding.global_batch({k: host_batch[k] for k in STEP_KEYS}, run.mesh)
+  return sharding.global_batch({k: host_batch[k] for k in train_feed.HOST_KEYS}, run.mesh)
+
+
+def make_feed(run: Setup) -> train_feed.Feed:
+  """The train split's feed (see train_feed.py); a split that cannot give it is a SetupError."""
+  try:
+    return train_feed.make_feed(run, make_iterator)
+  except ValueError as e:  # DataError: the split cannot give the configured batches
+    raise SetupError(str(e).strip().splitlines()[0]) from e
+
+
+def compile_call(run: Setup, feed: train_feed.Feed) -> jax.stages.Compiled:
+  """The run's one train call: K guarded steps on the feed's inputs, compiled for every
+  group structure at once; a SetupError (one line) if a device cannot hold it."""
+  train_config = run.config.train
+  k = train_config.steps_per_call
+  step = nonfinite.guard_step(make_train_step(run.loss_fn, run.tx, run.schedule), train_config)
+  call = jax.jit(
+      step_calls.scan_steps(step, k, feed.to_batch),
+      in_shardings=(run.state_shardings, run.replicated, step_calls.input_sharding(run.mesh, k),
+                    None if feed.data is None else feed.data.sharding),
+      out_shardings=(run.state_shardings, run.replicated, run.replicated),
+      donate_argnums=(0, 1),
+  )
+  health = jax.eval_shape(nonfinite.Health.initial)
+  health = state_lib.with_shardings(health, sharding.replicate_tree(health, run.mesh))
+  compiled = call.lower(run.abstract_state, health, feed.input_specs, feed.data).compile()
+  devices = run.mesh.local_devices
+  device_memory.check_fits(compiled, devices[0], len(devices), feed.resident_bytes)
+  return compiled
 
 
 def plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
@@ -167,10 +204,11 @@ class _Window:
     self.timed_steps = 0
     self.started = time.perf_counter()
 
-  def add(self, metrics: dict[str, jax.Array]) -> None:
+  def add(self, metrics: dict[str, jax.Array], steps: int) -> None:
+    """`metrics`: sums over a call of `steps` steps."""
     self.sums = metrics if self.sums is None else add_trees(self.sums, metrics)
-    self.steps += 1
-    self.timed_steps += 1
+    self.steps += steps
+    self.timed_steps += steps
 
   def flush(self) -> dict[str, float]:
     """Means over the window, observations/s and seconds per step; starts a new window."""
@@ -195,34 +233,37 @@ def train(
   nonfinite.NonFiniteError when config.train.on_nonfinite ends the run."""
   config, train_config = run.config, run.config.train
   resume = plan(run, workdir)
+  feed = make_feed(run)
+  call_fn = compile_call(run, feed)
   if jax.process_count() > 1:  # every process reads the workdir before any process writes it
     multihost_utils.sync_global_devices("mlvae_jax:workdir_planned")
-  train_iter = make_iterator(config, "train")
-  checkpoints, state = _start(run, workdir, resume, train_iter, lock)
+  checkpoints, state = _start(run, workdir, resume, feed.iterator, lock)
   start = int(jax.device_get(state.step))
   writer = metrics_writer.MetricsWriter(
       workdir, total_steps=train_config.num_steps, start_step=start,
       enabled=jax.process_index() == 0,
   )
-  step_fn = jax.jit(
-      nonfinite.guard_step(make_train_step(run.loss_fn, run.tx, run.schedule), train_config),
-      in_shardings=(run.state_shardings, run.replicated, run.batch_sharding),
-      out_shardings=(run.state_shardings, run.replicated, run.replicated),
-      donate_argnums=(0, 1),
-  )
   health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
   window = _Window(config.data.batch_size)
   record: dict[str, float] = {}
   in_flight: collections.deque = collections.deque()
+  call_length = functools.partial(
+      step_calls.call_length, steps_per_call=train_config.steps_per_call,
+      stops_at=functools.partial(_host_acts_at, train_config, evaluate))
+  # Calls are counted from `start`, one apart, as the multi-host stop agreement needs; with
+  # one step per call the count is the step.
+  count = step = start
   with preemption.StopSignals() as signals:
+    calls = train_feed.calls(feed, run, start, train_config.num_steps, call_length)
     try:
-      for step in range(start + 1, train_config.num_steps + 1):
-        state, health, metrics = step_fn(state, health, device_batch(run, next(train_iter)))
-        window.add(metrics)
+      for call in calls:
+        state, health, metrics = call_fn(state, health, call.inputs, feed.data)
+        count, step = count + 1, step + call.steps
+        window.add(metrics, call.steps)
         in_flight.append(metrics)
-        if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        if len(in_flight) > MAX_CALLS_IN_FLIGHT:
           jax.block_until_ready(in_flight.popleft())
-        stopping = signals.reached(step)
+        stopping = signals.reached(count)
         last = step == train_config.num_steps and not stopping  # stopping: evaluate on relaunch
         logged = step % train_config.log_every == 0 or last or stopping
         if logged:
@@ -238,15 +279,24 @@ def train(
           writer.write(step, evaluated)
           record.update(evaluated)
         if saving or stopping:
-          checkpoints.save(step, state, train_iter.get_state(), config, record)
+          checkpoints.save(step, state, call.data_state, config, record)
         if stopping:
           raise preemption.Preempted(step, signals.signal_name, checkpoints.directory)
-        if step == start + 1 or evaluated or saving:
-          window.restart_clock()  # compilation, evaluation and saving are not step time
+        if count == start + 1 or evaluated or saving:
+          window.restart_clock()  # the first call's start, evaluation and saving are not step time
     finally:
+      calls.close()
       writer.close()
       checkpoints.close()  # commits the pending save; a signal meanwhile waits for it
-    if signals.reached(train_config.num_steps):  # it came after the last step's check
+    if signals.reached(count):  # it came after the last call's check
       raise preemption.Preempted(train_config.num_steps, signals.signal_name,
                                  checkpoints.directory)
   return state, record
+
+
+def _host_acts_at(train_config: ml_collections.ConfigDict, evaluate: Evaluate, step: int) -> bool:
+  """Whether the host logs, evaluates or saves at `step`: a call must end there."""
+  last = step == train_config.num_steps
+  saving = step % train_config.checkpoint_every == 0 or last
+  return (step % train_config.log_every == 0 or saving
+          or bool(evaluate.due(step, saving=saving, last=last)))

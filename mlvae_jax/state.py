@@ -22,6 +22,7 @@ from mlvae_jax import objectives
 from mlvae_jax import sharding
 from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.config_helpers import get_path
+from mlvae_jax.data import device_batches
 from mlvae_jax.models import build_model
 from mlvae_jax.workdir import SetupError
 
@@ -151,6 +152,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (t.resume in workdir_lib.RESUME_MODES, "train.resume", f"one of {workdir_lib.RESUME_MODES}"),
       (t.on_nonfinite in nonfinite.POLICIES, "train.on_nonfinite", f"one of {nonfinite.POLICIES}"),
       (t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row", "a count >= 1"),
+      (t.steps_per_call >= 1, "train.steps_per_call", "a step count >= 1"),
+      (config.data.device_resident in device_batches.MODES, "data.device_resident",
+       f"one of {device_batches.MODES}"),
       (o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}"),
       (o.learning_rate > 0, "optim.learning_rate", "a rate > 0"),
       (0 <= o.warmup_steps, "optim.warmup_steps", "a step count >= 0"),

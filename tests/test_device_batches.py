@@ -113,7 +113,3 @@ def test_forcing_a_split_that_cannot_fit_says_what_it_needs():
     device_batches.keep_resident("sometimes", 1, 1)
 
 
-def test_free_memory_of_a_cpu_device_is_a_share_of_the_host_memory():
-  one, eight = (device_batches.free_bytes(jax.devices()[0], n) for n in (1, 8))
-  assert eight > 0
-  np.testing.assert_allclose(8 * eight, one, rtol=0.05)  # free memory moves a little

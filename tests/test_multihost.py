@@ -108,7 +108,7 @@ def two_process_run(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.multiprocess
 def test_two_processes_match_one_process_with_eight_devices(two_process_run, tmp_path, monkeypatch):
-  config = smoke_config(**OVERRIDES)
+  config = smoke_config(**OVERRIDES, **{"data.device_resident": "off"})  # reads make_iterator
   monkeypatch.setattr(loop, "make_iterator", _GlobalBatches)  # the trainer's batches only
   train.train_and_evaluate(config, str(tmp_path / "one"))
 

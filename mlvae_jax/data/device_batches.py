@@ -14,7 +14,6 @@ device's rows of the batch from its own block, so no image crosses between devic
 
 from __future__ import annotations
 
-import os
 from typing import Any, Iterator, Mapping
 
 import jax
@@ -31,15 +30,6 @@ LAYOUT_KEYS = ("rows", "group_ids", "mask")  # what a step reads of a layout
 # 'auto' keeps a split resident when one copy takes at most this share of a device's free
 # memory: the rest is for the parameters, optimiser state and activations.
 AUTO_SHARE = 0.5
-
-
-def free_bytes(device: jax.Device, local_devices: int) -> int:
-  """Memory a new array can take on `device`: the allocator's headroom on accelerators; on
-  CPU the available host memory, shared by the process's `local_devices`."""
-  stats = device.memory_stats()
-  if stats and "bytes_limit" in stats:
-    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-  return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // local_devices
 
 
 def keep_resident(mode: str, needed: int, available: int) -> bool:
