@@ -38,6 +38,8 @@ def get_config(arg=None):
   common.set_schedule(config, 20000, log_every=100, eval_every=2000)
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.disentanglement = configs.evaluator("disentanglement")
+  config.evals.disentanglement_knn = configs.evaluator("disentanglement", probe="knn")
+  config.evals.swap = configs.evaluator("swap")
   config.evals.images = configs.evaluator("images")
   config.evals.figures = configs.evaluator("figures")
   config.evals.suite = configs.evaluator("disentanglement_suite")

@@ -108,8 +108,9 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
              "num_pairs": 2000, "bins": 8, "classifier_hidden": 512, "classifier_epochs": 4},
     # group identification as strategy 2 pools k support members, k in support_sizes
     "accumulation": {"support_sizes": (1, 2, 4, 8, 16), "repeats": 5, "max_examples": 5000},
-    # linear predictability of each ground-truth factor (quantised into <= bins classes)
-    "disentanglement": {"fit_split": "train", "max_examples": 5000, "bins": 8},
+    # predictability of each ground-truth factor (quantised into <= bins classes) from each
+    # code by `probe` (linear, knn or mlp)
+    "disentanglement": {"fit_split": "train", "max_examples": 5000, "bins": 8, "probe": "linear"},
     # swap.png (grid x grid) and reconstructions.png; images enlarged to >= min_pixels
     "images": {"grid": 8, "min_pixels": 48, "max_examples": 5000},
     # prior.png (grid x grid), traversals.png (every dimension over +-traversal_limit) and

@@ -88,3 +88,20 @@ def test_factor_levels_are_quantised_into_equal_runs_of_consecutive_levels():
 
   np.testing.assert_array_equal(quantise(np.arange(32), 32, 8), np.repeat(np.arange(8), 4))
   np.testing.assert_array_equal(quantise(np.arange(3), 3, 8), np.arange(3))  # few levels kept
+
+
+def test_per_factor_gains_with_knn_see_a_factor_hidden_in_a_ring():
+  from mlvae_jax.evaluation.disentanglement import factor_gains
+
+  rng = np.random.default_rng(2)
+  factor = rng.integers(0, 4, 3000)
+  angle = rng.uniform(0, 2 * np.pi, 3000)
+  ring = np.stack([(1 + factor) * np.cos(angle), (1 + factor) * np.sin(angle)], -1)
+  noise = rng.normal(size=(3000, 2))
+  codes = {"content": (noise[:2000], noise[2000:]), "style": (ring[:2000], ring[2000:])}
+  factors = factor[:, None]
+  gains = {probe: factor_gains(codes, factors[:2000], factors[2000:], ["f"], {"f"}, 8, probe)
+           for probe in ("linear", "knn")}
+  assert gains["knn"]["f/style"] > 0.9 and gains["linear"]["f/style"] < 0.3
+  assert gains["knn"]["leakage"] > 0.9  # f is a content factor read from style
+  assert gains["knn"]["f/content"] < 0.05

@@ -2,8 +2,9 @@
 
 The factors named in `config.data.group_by` are shared within a group (content); the others
 vary freely (style). A good ML-VAE puts content factors in the content code and style factors
-in the style code: each factor is probed linearly from each code (fitted on `fit_split`,
-scored on `split`), and the score is the probe's gain over the majority rate, normalised to
+in the style code: each factor is probed from each code with `settings.probe` (linear by
+default; 'knn' or 'mlp' see non-linear leakage) fitted on `fit_split` and scored on `split`,
+and the score is the probe's gain over the majority rate, normalised to
 [0, 1] (1 = perfectly predictable).
 """
 
@@ -40,6 +41,7 @@ def normalised_gain(accuracy: float, chance: float) -> float:
 def factor_gains(
     codes: Mapping[str, tuple[np.ndarray, np.ndarray]], fit_factors: np.ndarray,
     test_factors: np.ndarray, factor_names: Sequence[str], content_factors: set[str], bins: int,
+    probe: str = "linear",
 ) -> dict[str, float]:
   """<factor>/<code> gains of probes fitted on (fit code, fit factors) and scored on the
   test ones; on_target (content factors from 'content', the others from 'style'), leakage
@@ -53,7 +55,7 @@ def factor_gains(
     test_labels = discretise(test_factors[:, j], reference, bins)
     chance = majority_rate(test_labels)
     for code_name, (fit_code, test_code) in codes.items():
-      accuracy = probe_accuracy(fit_code, fit_labels, test_code, test_labels)
+      accuracy = probe_accuracy(fit_code, fit_labels, test_code, test_labels, probe)
       gain = normalised_gain(accuracy, chance)
       metrics[f"{name}/{code_name}"] = gain
       belongs = (name in content_factors) == (code_name == "content")
@@ -82,4 +84,4 @@ class FactorDisentanglement(FittedProbes):
     fit, test = self.fit_and_test_codes(params)
     codes = {"content": (fit.content_mu, test.content_mu), "style": (fit.style_mu, test.style_mu)}
     return factor_gains(codes, self.fit.factors, self.test.factors, self.fit.factor_names,
-                        self.content_factors, self.settings.bins)
+                        self.content_factors, self.settings.bins, self.settings.probe)
