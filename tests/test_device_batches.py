@@ -79,6 +79,13 @@ def test_layouts_resume_from_a_host_iterator_state_and_back(data_root):
     layouts.set_state(data.make_batch_iterator(other, "train", seed=1).get_state())
 
 
+def test_a_split_without_one_full_batch_is_refused_as_on_the_host(data_root):
+  config = make_config(data_root, batch_size=2048, num_groups=256, group_size=8)
+  batcher = data.make_batcher(config, "train", seed=0)
+  with pytest.raises(data.DataError, match="fewer examples per process"):
+    device_batches.LayoutIterator(batcher, pipeline.fingerprint(config, "train", 0, None))
+
+
 def test_every_process_keeps_its_own_shard_in_one_shape(data_root):
   config = make_config(data_root, batch_size=64, num_groups=16, group_size=4)
   batchers = [data.make_batcher(config, "train", seed=5, process_index=p, process_count=4)

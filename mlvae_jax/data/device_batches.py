@@ -78,6 +78,7 @@ class LayoutIterator(Iterator[dict]):
   so a run saved on either path resumes on the other."""
 
   def __init__(self, batcher: pipeline.Batcher, fingerprint: str):
+    batcher.num_steps(None)  # a split without one full batch is a DataError, as on the host
     self.batcher = batcher
     self._fingerprint = fingerprint
     self._step = 0
