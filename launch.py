@@ -25,7 +25,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory of the run (or of the sweep).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "sweep"], "What to do.")
-_SWEEP = flags.DEFINE_string("sweep", None, "File with get_sweep(arg); default: the --config file.")
+_SWEEP = flags.DEFINE_string(
+    "sweep", None, "FILE[:ARG] with get_sweep(arg); default: the --config file (and its arg)."
+)
 _SWEEP_PARALLEL = flags.DEFINE_integer("sweep_parallel", 1, "Sweep points run at once here.")
 _SWEEP_PRINT_ONLY = flags.DEFINE_bool(
     "sweep_print_only", False, "Print one launch command per sweep point instead of running."

@@ -7,6 +7,8 @@ the sweep tool, at the study's length:
   python launch.py --config=experiments/mnist.py:paper,study --workdir=/tmp/mnist_study \
       --mode=sweep --sweep=experiments/mnist_study.py \
       --config.data.manual_dir=/path/to/mnist
+  # then the combinations of the levers that moved the style probes:
+  python launch.py ... --sweep=experiments/mnist_study.py:combinations --workdir=/tmp/mnist_combos
 """
 
 LEVERS = (
@@ -29,7 +31,15 @@ LEVERS = (
 )
 
 
+# The levers that moved the style probes, combined (run with `--sweep=...:combinations`).
+COMBINATIONS = (
+    {"model.style_dim": 2, "objective.style_hsic_weight": 1e5},
+    {"model.style_dim": 4, "objective.style_hsic_weight": 1e5},
+    {"objective.beta_style": 4.0, "objective.style_hsic_weight": 1e5},
+)
+
+
 def get_sweep(arg=None):
-  """The study's points (arg unused: the levers are fixed so the table stays comparable)."""
-  del arg
-  return [dict(point) for point in LEVERS]
+  """One lever at a time (no arg), or the combinations of the levers that worked."""
+  points = COMBINATIONS if arg == "combinations" else LEVERS
+  return [dict(point) for point in points]

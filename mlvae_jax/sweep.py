@@ -178,7 +178,10 @@ def launch(
   if parallel < 1:
     raise SetupError(f"--sweep_parallel={parallel}; use 1 or more processes")
   path, arg = split_config_spec(config_spec)
-  points = load_points(sweep_file or path, arg)
+  if sweep_file:  # `--sweep=FILE[:ARG]`: its own arg, else the config's
+    path, sweep_arg = split_config_spec(sweep_file)
+    arg = arg if sweep_arg is None else sweep_arg
+  points = load_points(path, arg)
   for point in points:
     apply_overrides(config, point)
   shared = [f"--config.{key}={format_value(value)}" for key, value in overrides.items()]

@@ -1,6 +1,8 @@
 """Sweeps: expansion, naming, override checks, printed commands, and a 2 x 2 smoke sweep."""
 
+import contextlib
 import csv
+import io
 import sys
 
 import pytest
@@ -123,3 +125,22 @@ def test_two_by_two_smoke_sweep_runs_skips_finished_points_and_summarises(tmp_pa
   assert rerun.returncode == 0, rerun.stderr
   with open(workdir / "sweep.csv") as f:
     assert {r["status"] for r in csv.DictReader(f)} == {"skipped"}
+
+
+def test_a_sweep_file_takes_its_own_arg_after_a_colon(tmp_path):
+  sweep_file = tmp_path / "points.py"
+  sweep_file.write_text(
+      "def get_sweep(arg=None):\n"
+      "  return [{'seed': 1}] if arg == 'other' else [{'seed': 2}, {'seed': 3}]\n"
+  )
+  config = digits.get_config("smoke")
+  common = dict(config_spec="experiments/digits.py:smoke", overrides={}, workdir=str(tmp_path / "w"),
+                parallel=1, print_only=True, launcher=("python", "launch.py"))
+  lines = {}
+  for spec in (f"{sweep_file}:other", str(sweep_file)):
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+      assert sweep.launch(config, sweep_file=spec, **common) == 0
+    lines[spec] = buffer.getvalue().strip().splitlines()
+  assert len(lines[f"{sweep_file}:other"]) == 1 and "seed=1" in lines[f"{sweep_file}:other"][0]
+  assert len(lines[str(sweep_file)]) == 2
