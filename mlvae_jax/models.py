@@ -194,14 +194,18 @@ def _parse_logvar(setting: str) -> float | None:
 
 
 def log_likelihood(likelihood: Likelihood, x: jax.Array) -> jax.Array:
-  """log p(x | c, s) of one observation, summed over its dimensions (vmap it over a batch)."""
+  """log p(x | c, s) of one observation, summed over its dimensions (vmap it over a batch).
+
+  The terms are summed along one flat axis: XLA:CPU sums a batch of [H, W, 1] images over
+  three axes several times slower than over one (measured: 15% of the MNIST train step).
+  """
+  loc, x = likelihood.loc.reshape(-1), x.reshape(-1)
   if likelihood.logvar is None:
     # Bernoulli with logits l: x*l - softplus(l), exact for x in [0, 1] (continuous relaxation).
-    terms = x * likelihood.loc - jax.nn.softplus(likelihood.loc)
+    terms = x * loc - jax.nn.softplus(loc)
   else:
-    terms = -0.5 * (
-        math.log(2 * math.pi) + likelihood.logvar + (x - likelihood.loc) ** 2 * jnp.exp(-likelihood.logvar)
-    )
+    logvar = likelihood.logvar.reshape(-1)
+    terms = -0.5 * (math.log(2 * math.pi) + logvar + (x - loc) ** 2 * jnp.exp(-logvar))
   return jnp.sum(terms)
 
 
