@@ -3,7 +3,8 @@ r"""Candidate kernels of the train step, timed in the whole step on this backend
 Each candidate replaces one piece of the step while the step is traced; the steps are then
 timed alternately, best of --repeats, on one synthetic MNIST-shaped batch:
 
-  python benchmarks/bench_kernels.py [--batch_sizes=256,1024] [--out=benchmarks/results/kernels.json]
+  python benchmarks/bench_kernels.py [--batch_sizes=256,1024] \
+      [--out=benchmarks/results/kernels.json]
 
 - `adopted`: the library as it is.
 - `likelihood over [H, W, 1]`: the per-observation log-likelihood summed over the image's

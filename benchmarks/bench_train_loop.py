@@ -3,7 +3,8 @@ the split kept on the devices, one step and K steps per call), the same model in
 against XLA's FLOP count and a matmul peak measured in the same run.
 
   python benchmarks/bench_train_loop.py --manual_dir=../shared/data/mnist \
-      [--batch_sizes=256,1024] [--steps_per_call=16] [--out=benchmarks/results/bench_train_loop.json]
+      [--batch_sizes=256,1024] [--steps_per_call=16] \
+      [--out=benchmarks/results/bench_train_loop.json]
 
 The model is experiments/mnist.py:paper (MLP 500 tanh, Bernoulli, fixed groups of 8, G=N/8,
 Adam). "step" times the loop's own compiled call on a batch already on the device; "loop"
@@ -172,8 +173,8 @@ class TorchTimer:
                        config.model.style_dim)
     self.step = make_step(model, config.optim.learning_rate)
     g = config.data.num_groups
-    self.args = (torch.from_numpy(x), torch.from_numpy(np.minimum(batch["group_ids"], g - 1)).long(),
-                 torch.from_numpy(batch["mask"]), g)
+    group_ids = torch.from_numpy(np.minimum(batch["group_ids"], g - 1)).long()
+    self.args = (torch.from_numpy(x), group_ids, torch.from_numpy(batch["mask"]), g)
     self.step(*self.args)  # warm-up
 
   def seconds_per_step(self, steps: int) -> float:
@@ -231,30 +232,31 @@ def main() -> None:
   args = _parse()
   root = tempfile.mkdtemp(prefix="bench_train_loop_")
   peak = matmul_peak(args.repeats)
-  results, print_rows = [], []
-  for batch_size in map(int, args.batch_sizes.split(",")):
-    rows, context = measure(args, batch_size, root)
+  batch_sizes = map(int, args.batch_sizes.split(","))
+  measured = [measure(args, batch_size, root) for batch_size in batch_sizes]
+  peak = max(peak, matmul_peak(args.repeats))  # before and after the rows: the better spell
+  results = []
+  for rows, context in measured:
     step = rows[0].obs_per_sec
     for row in rows:
       gflops = context["flops_per_obs"] * row.obs_per_sec / 1e9
       results.append({**dataclasses.asdict(row), "obs_per_sec": row.obs_per_sec,
                       "of_step": row.obs_per_sec / step, "gflop_per_s": gflops,
                       "of_matmul_peak": gflops * 1e9 / peak, **context})
-      print_rows.append(results[-1])
   peak_memory = device_memory.peak_bytes(jax.devices()[0])
   shutil.rmtree(root)
   print(f"{jax.default_backend()}: matmul peak {peak / 1e9:.1f} GFLOP/s; peak device memory "
         + (f"{peak_memory / 2**30:.2f} GiB" if peak_memory else "not kept by this backend"))
   print("| what | batch | ms/step | obs/s | of step K=1 | GFLOP/s | of matmul peak | call memory |")
   print("|---|---|---|---|---|---|---|---|")
-  for r in print_rows:
+  for r in results:
     memory = f"{r['memory_bytes'] / 2**20:.0f} MiB" if r["memory_bytes"] else ""
     print(f"| {r['what']} | {r['batch_size']} | {1e3 * r['seconds_per_step']:.2f} | "
           f"{r['obs_per_sec']:,.0f} | {r['of_step']:.0%} | {r['gflop_per_s']:.1f} | "
           f"{r['of_matmul_peak']:.0%} | {memory} |")
-  for r in print_rows:
+  for r in results:
     if r["what"].startswith("torch"):
-      step = next(s for s in print_rows if s["batch_size"] == r["batch_size"])
+      step = next(s for s in results if s["batch_size"] == r["batch_size"])
       print(f"batch {r['batch_size']}: step {step['obs_per_sec'] / r['obs_per_sec']:.2f}x "
             f"{r['what']}")
   out = pathlib.Path(args.out)
