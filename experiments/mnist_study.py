@@ -11,6 +11,14 @@ the sweep tool, at the study's length:
   python launch.py ... --sweep=experiments/mnist_study.py:combinations --workdir=/tmp/mnist_combos
 """
 
+from experiments import mnist
+
+
+def get_config(arg=None):
+  """The study's base point: `experiments/mnist.py:paper,study` (plus any arg, e.g. smoke)."""
+  return mnist.get_config(",".join(filter(None, ("paper,study", arg))))
+
+
 LEVERS = (
     {},  # the paper's setting: fixed groups of 8, Bernoulli, betas 1, 10-d codes
     {"data.group_policy": "natural"},  # the paper's grouping: a random batch split by class
