@@ -155,6 +155,9 @@ class TorchTimer:
 
   @staticmethod
   def create(config, batch: dict[str, np.ndarray]) -> "TorchTimer | None":
+    """None unless PyTorch is importable and the model is the twin's (MLP, Bernoulli)."""
+    if (config.model.family, config.model.likelihood) != ("mlp", "bernoulli"):
+      return None
     try:
       import torch  # noqa: F401  pylint: disable=import-outside-toplevel
     except ImportError:
