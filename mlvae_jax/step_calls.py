@@ -32,10 +32,12 @@ def host_batch(inputs: Inputs, data: Any) -> Inputs:
   return inputs
 
 
-def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch) -> Callable:
+def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch,
+               unroll: int = 1) -> Callable:
   """`call(state, health, inputs, data) -> (state, health, metric sums)` over the
   `steps_per_call` slots of `inputs` ([K, N, ...]); K = 1 takes unstacked inputs and is
-  exactly `step`. A slot whose mask has no valid row is not a step."""
+  exactly `step`. A slot whose mask has no valid row is not a step. `unroll`: steps per
+  iteration of the scan's loop (K: no loop at all)."""
   if steps_per_call == 1:
     return lambda state, health, inputs, data: step(state, health, to_batch(inputs, data))
 
@@ -57,7 +59,7 @@ def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch) 
       return (jax.tree.map(keep, new_state, state), jax.tree.map(keep, new_health, health),
               sums), None
 
-    (state, health, sums), _ = jax.lax.scan(body, (state, health, zeros), inputs)
+    (state, health, sums), _ = jax.lax.scan(body, (state, health, zeros), inputs, unroll=unroll)
     return state, health, sums
 
   return call

@@ -5,6 +5,7 @@ loop: every path and K trains and logs as today's loop bit for bit, resumes acro
 and a run that cannot fit fails before it writes."""
 
 import functools
+import types
 
 import jax
 import numpy as np
@@ -33,9 +34,9 @@ def guarded_step(run):
                               run.config.train)
 
 
-def jit_call(run, steps_per_call, to_batch=step_calls.host_batch, data_sharding=None):
+def jit_call(run, steps_per_call, to_batch=step_calls.host_batch, data_sharding=None, unroll=1):
   return jax.jit(
-      step_calls.scan_steps(guarded_step(run), steps_per_call, to_batch),
+      step_calls.scan_steps(guarded_step(run), steps_per_call, to_batch, unroll),
       in_shardings=(run.state_shardings, run.replicated,
                     step_calls.input_sharding(run.mesh, steps_per_call), data_sharding),
       out_shardings=(run.state_shardings, run.replicated, run.replicated),
@@ -68,13 +69,13 @@ def assert_trees_equal(actual, expected):
   jax.tree.map(np.testing.assert_array_equal, actual, expected)
 
 
-@pytest.mark.parametrize("devices", [1, 8])
-def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices):
+@pytest.mark.parametrize("devices, unroll", [(1, 1), (8, 1), (1, K)])  # K: no loop (conv on CPU)
+def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices, unroll):
   run = make_run(devices)
   batches = host_batches(run, K)
   state, health = fresh(run)
   inputs = step_calls.to_devices(step_calls.stack(batches, K, STEP_KEYS), run.mesh, K)
-  state, health, sums = jit_call(run, K)(state, health, inputs, None)
+  state, health, sums = jit_call(run, K, unroll=unroll)(state, health, inputs, None)
   expected_state, expected_sums = single_steps(run, batches)
   assert int(state.step) == K
   assert_trees_equal(jax.device_get(state), expected_state)
@@ -123,6 +124,14 @@ def test_one_compile_for_every_group_structure_and_call_length():
     state, health, _ = call(state, health, step_calls.to_devices(inputs, run.mesh, K), None)
   assert int(state.step) == 12
   assert call._cache_size() == 1
+
+
+@pytest.mark.parametrize("family, unroll", [("mlp", 1), ("conv", K)])
+def test_on_cpu_only_conv_models_unroll_their_calls(family, unroll):
+  config = digits.get_config("smoke")
+  config.model.family, config.train.steps_per_call = family, K
+  run = types.SimpleNamespace(config=config)
+  assert loop.scan_unroll(run) == unroll
 
 
 @pytest.mark.parametrize("step, stops, expected", [
