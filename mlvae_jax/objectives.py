@@ -151,8 +151,9 @@ def kl_warmup_scale(step: jax.Array | None, warmup_steps: int) -> jax.Array | fl
 
 def make_loss_fn(
     model: MLVAE, config: ml_collections.ConfigDict
-) -> Callable[[dict, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
-  """`loss_fn(params, batch, rng) -> (loss, metrics)` for the configured model and objective."""
+) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
+  """`loss_fn(params, batch, rng, step=None) -> (loss, metrics)` for the configured model and
+  objective; `step` drives the KL warm-up."""
   check_objective_config(config.objective)
   objective_config = config.objective
   num_groups = config.data.num_groups

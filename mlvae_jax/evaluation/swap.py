@@ -48,6 +48,9 @@ class SwapConsistency(Evaluator):
                                    epochs=settings.classifier_epochs, seed=ctx.config.seed)
         for name, (fit_labels, _) in self.targets.items()
     }
+    # The judges never change, so their own accuracy is measured once.
+    self.judge_accuracy = {name: self.judges[name].accuracy(self.test.x, labels)
+                           for name, (_, labels) in self.targets.items()}
 
   def run(self, params: Any) -> dict[str, float]:
     s = self.settings
@@ -61,7 +64,7 @@ class SwapConsistency(Evaluator):
       a, b = swap_consistency.different_label_pairs(labels, s.num_pairs, rng)
       swapped = inference.decode(self.ctx.model, params, codes.content_mu[a], codes.style_mu[b])
       fractions = swap_consistency.swap_fractions(self.judges[name].predict(swapped), labels[a], labels[b])
-      accuracy = self.judges[name].accuracy(self.test.x, labels)
+      accuracy = self.judge_accuracy[name]
       if name == "group":
         metrics.update(fractions)
         metrics["classifier_accuracy"] = accuracy
