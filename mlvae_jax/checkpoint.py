@@ -204,7 +204,10 @@ class Checkpoints:
     self._train_config = train_config
     self._manager = None
     _silence_failed_read_callbacks()
-    if os.path.isdir(self.directory):
+    exists = os.path.isdir(self.directory)
+    if jax.process_count() > 1:  # all look before one creates it: orbax's collectives differ
+      multihost_utils.sync_global_devices("mlvae_jax:checkpoints_looked_at")
+    if exists:
       self._manager = self._open(read_only=True)
       self.damaged = {
           step: problem for step in self._manager.all_steps()
