@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   # see mlvae_jax/independence.py.
   c.objective.style_hsic_weight = 0.0
   c.objective.kl_warmup_steps = 0  # both KL weights rise linearly from 0 over these steps
+  # Fraction of groups whose q(C_G | X_G) is one random member's q(C | x_j) instead of the
+  # product (0: the paper's objective); trains strategy-1 content (docs/model.md, section 1).
+  c.objective.single_member_rate = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3

@@ -31,6 +31,10 @@ class Noise(NamedTuple):
 
   content: jax.Array  # [G, Dc] (one draw per group) or [N, Dc] (one per member)
   style: jax.Array  # [N, Ds]
+  # Uniform draws for objective.single_member_rate (None when it is 0): a score per member
+  # (the group's highest scorer is its chosen member) and a coin per group slot.
+  member_score: jax.Array | None = None  # [N]
+  group_coin: jax.Array | None = None  # [G]
 
 
 def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -52,16 +56,42 @@ def content_posterior(
   return combine(posterior.content_mu, posterior.content_logvar, group_ids, num_groups, mask)
 
 
+def single_member_posterior(
+    posterior: Posterior, group_ids: jax.Array, num_groups: int, mask: jax.Array,
+    member_score: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+  """q(C | x_j) of one member j per group slot: the valid member with the highest score (the
+  lowest row on a tie). Slots without a valid member hold the prior (mu 0, logvar 0)."""
+  n = mask.shape[0]
+  masked_score = jnp.where(mask, member_score, -jnp.inf)
+  best = jax.ops.segment_max(masked_score, group_ids, num_segments=num_groups)
+  is_best = mask & (masked_score == groups.gather_to_members(best, group_ids))
+  rows = jnp.arange(n, dtype=jnp.int32)
+  chosen = jax.ops.segment_min(jnp.where(is_best, rows, n), group_ids, num_segments=num_groups)
+  has_members = (chosen < n)[:, None]
+  chosen = jnp.clip(chosen, 0, n - 1)
+  return (jnp.where(has_members, posterior.content_mu[chosen], 0.0),
+          jnp.where(has_members, posterior.content_logvar[chosen], 0.0))
+
+
 def sample_noise(
     rng: jax.Array, num_observations: int, num_groups: int, content_dim: int, style_dim: int,
-    content_sample: str,
+    content_sample: str, single_member_rate: float = 0.0,
 ) -> Noise:
-  """Draws the reparameterisation noise for one batch."""
+  """Draws the reparameterisation noise for one batch (and the member choices when
+  `single_member_rate` > 0, from a key folded off `rng` so the other draws stay as they are)."""
   content_rng, style_rng = jax.random.split(rng)
   content_rows = num_groups if content_sample == "group" else num_observations
+  member_score = group_coin = None
+  if single_member_rate:
+    score_rng, coin_rng = jax.random.split(jax.random.fold_in(rng, 1))
+    member_score = jax.random.uniform(score_rng, (num_observations,))
+    group_coin = jax.random.uniform(coin_rng, (num_groups,))
   return Noise(
       content=jax.random.normal(content_rng, (content_rows, content_dim)),
       style=jax.random.normal(style_rng, (num_observations, style_dim)),
+      member_score=member_score,
+      group_coin=group_coin,
   )
 
 
@@ -89,6 +119,12 @@ def group_elbo(
   group_mu, group_logvar = content_posterior(
       posterior, group_ids, num_groups, mask, objective_config.variant
   )
+  if objective_config.single_member_rate:  # static: the paper's objective computes nothing extra
+    one_mu, one_logvar = single_member_posterior(posterior, group_ids, num_groups, mask,
+                                                 noise.member_score)
+    use_one = (noise.group_coin < objective_config.single_member_rate)[:, None]
+    group_mu = jnp.where(use_one, one_mu, group_mu)
+    group_logvar = jnp.where(use_one, one_logvar, group_logvar)
   member_mu = groups.gather_to_members(group_mu, group_ids)
   member_std = jnp.exp(0.5 * groups.gather_to_members(group_logvar, group_ids))
   if objective_config.content_sample == "group":
@@ -139,6 +175,10 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   """Rejects unknown variants early, with the valid choices."""
   check_choice("objective.variant", objective_config.variant, VARIANTS)
   check_choice("objective.content_sample", objective_config.content_sample, CONTENT_SAMPLES)
+  rate = objective_config.single_member_rate
+  if not 0.0 <= rate <= 1.0:
+    raise ValueError(f"objective.single_member_rate is {rate}; it is a probability: set it "
+                     "in [0, 1] (0 is the paper's objective)")
 
 
 def kl_warmup_scale(step: jax.Array | None, warmup_steps: int) -> jax.Array | float:
@@ -153,9 +193,12 @@ def make_loss_fn(
     model: MLVAE, config: ml_collections.ConfigDict
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
   """`loss_fn(params, batch, rng, step=None) -> (loss, metrics)` for the configured model and
-  objective; `step` drives the KL warm-up."""
+  objective; `step` drives the KL warm-up. Without a step (evaluation) q(C_G | X_G) is always
+  the product: `single_member_rate` shapes training only, held-out ELBOs stay the paper's."""
   check_objective_config(config.objective)
-  objective_config = config.objective
+  training_config = config.objective
+  evaluation_config = ml_collections.ConfigDict(training_config.to_dict())
+  evaluation_config.single_member_rate = 0.0
   num_groups = config.data.num_groups
   content_dim, style_dim = config.model.content_dim, config.model.style_dim
 
@@ -163,11 +206,13 @@ def make_loss_fn(
       params: dict, batch: Batch, rng: jax.Array, step: jax.Array | None = None
   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """`step` (training only) sets the KL warm-up; without it the betas apply in full."""
+    objective_config = evaluation_config if step is None else training_config
     variables = {"params": params}
     posterior = model.apply(variables, batch["x"], method="encode")
     n = batch["x"].shape[0]
     slots = n if objective_config.variant == "vae" else num_groups
-    noise = sample_noise(rng, n, slots, content_dim, style_dim, objective_config.content_sample)
+    noise = sample_noise(rng, n, slots, content_dim, style_dim, objective_config.content_sample,
+                         objective_config.single_member_rate)
 
     def decode(content: jax.Array, style: jax.Array) -> Likelihood:
       return model.apply(variables, content, style, method="decode")

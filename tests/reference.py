@@ -46,11 +46,13 @@ def gaussian_log_prob(mean: np.ndarray, logvar: np.ndarray, x: np.ndarray) -> fl
 def group_elbo(
     content_mu, content_logvar, style_mu, style_logvar, x, group_ids, mask, num_groups,
     decode, content_noise, style_noise, content_sample="group", variant="mlvae",
+    single_member_rate=0.0, member_score=None, group_coin=None,
 ) -> dict[str, float]:
   """Mean over valid groups of each ELBO term, one group at a time, and bits per dimension
   (minus the batch's total ELBO over its valid observations' dimensions, in bits).
 
-  `decode(c, s, x)` returns log p(x | c, s) for one observation (float64).
+  `decode(c, s, x)` returns log p(x | c, s) for one observation (float64). A group whose coin
+  is below `single_member_rate` takes its highest-scoring member's own posterior as q(C_G).
   """
   combine = average_of_normals if variant == "gvae" else product_of_normals
   recon, kl_s, kl_c, valid, observations = 0.0, 0.0, 0.0, 0, 0
@@ -61,6 +63,9 @@ def group_elbo(
     valid += 1
     observations += members.size
     mu_g, logvar_g = combine(content_mu[members], content_logvar[members])
+    if group_coin is not None and group_coin[g] < single_member_rate:
+      chosen = members[np.argmax(member_score[members])]
+      mu_g, logvar_g = content_mu[chosen], content_logvar[chosen]
     kl_c += kl_to_standard_normal(mu_g, logvar_g)
     for i in members:
       eps_c = content_noise[g] if content_sample == "group" else content_noise[i]

@@ -87,6 +87,78 @@ def test_group_elbo_with_extreme_logvars(logvar_scale):
     _compare(seed, 12, 4, logvar_scale, "bernoulli", "mlvae", "group")
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 16),
+    g=st.integers(1, 6),
+    rate=st.sampled_from([0.3, 0.7, 1.0]),
+    variant=st.sampled_from(objectives.VARIANTS),
+    tied_scores=st.booleans(),
+)
+def test_single_member_content_matches_reference(seed, n, g, rate, variant, tied_scores):
+  """Groups whose coin falls below the rate use one member's posterior; ties go to the lower
+  row in both implementations (the reference's argmax)."""
+  post, jax_decode, numpy_log_prob, batch, (x, ids, mask), rng = _random_problem(
+      seed, n, g, 3.0, "bernoulli")
+  slots = n if variant == "vae" else g
+  score = np.round(rng.uniform(size=n), 1) if tied_scores else rng.uniform(size=n)
+  noise = objectives.Noise(jnp.float32(rng.normal(size=(slots, CONTENT_DIM))),
+                           jnp.float32(rng.normal(size=(n, STYLE_DIM))),
+                           jnp.float32(score), jnp.float32(rng.uniform(size=slots)))
+  config = _objective_config(variant=variant, single_member_rate=rate)
+  elbo = jax.jit(lambda p, b, e: objectives.group_elbo(p, jax_decode, b, e, g, config))
+  _, metrics = elbo(models.Posterior(*map(jnp.float32, post)), batch, noise)
+  ref_ids, ref_g = (np.where(mask, np.arange(n), n), n) if variant == "vae" else (ids, g)
+  expected = reference.group_elbo(
+      *post, x, ref_ids, mask, ref_g, numpy_log_prob, np.float64(noise.content),
+      np.float64(noise.style), variant=variant, single_member_rate=rate,
+      member_score=np.float64(noise.member_score), group_coin=np.float64(noise.group_coin),
+  )
+  for key, value in expected.items():
+    np.testing.assert_allclose(metrics[key], value, rtol=2e-4, atol=2e-3, err_msg=key)
+
+
+def test_single_member_content_edge_cases():
+  """Rate 1: a group of one is its member; one group spanning the batch takes the top scorer's
+  posterior exactly; padding rows (even with the top score) are never chosen."""
+  rng = np.random.default_rng(0)
+  mu, logvar = rng.normal(size=(6, CONTENT_DIM)), rng.uniform(-30, 30, (6, CONTENT_DIM))
+  posterior = models.Posterior(jnp.float32(mu), jnp.float32(logvar),
+                               jnp.zeros((6, STYLE_DIM)), jnp.zeros((6, STYLE_DIM)))
+  score = jnp.float32([0.1, 0.9, 0.3, 0.9, 0.2, 5.0])
+  mask = jnp.array([True] * 5 + [False])
+  one_mu, one_logvar = objectives.single_member_posterior(
+      posterior, jnp.int32([0, 0, 0, 0, 0, 1]), 1, mask, score)
+  np.testing.assert_array_equal(one_mu[0], jnp.float32(mu[1]))  # tie at 0.9: the lower row
+  np.testing.assert_array_equal(one_logvar[0], jnp.float32(logvar[1]))
+  one_mu, one_logvar = objectives.single_member_posterior(
+      posterior, jnp.int32([0, 1, 2, 3, 4, 6]), 6, mask, score)
+  np.testing.assert_array_equal(one_mu[:5], jnp.float32(mu[:5]))
+  np.testing.assert_array_equal(one_mu[5], 0.0)  # the empty slot holds the prior
+  np.testing.assert_array_equal(one_logvar[5], 0.0)
+
+
+def test_single_member_rate_applies_to_training_only():
+  """The loss with a step draws member choices; without a step (evaluation) it is the paper's
+  objective, bit for bit, whatever the rate."""
+  config, model, params = _model_and_config()
+  batch = _image_batch([0, 0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3], 4)
+  rng = jax.random.key(3)
+  paper = objectives.make_loss_fn(model, config.copy_and_resolve_references())
+  config.objective.single_member_rate = 1.0
+  single = objectives.make_loss_fn(model, config)
+  chex.assert_trees_all_equal(paper(params, batch, rng), single(params, batch, rng))
+  step = jnp.int32(5)
+  assert float(single(params, batch, rng, step)[0]) != float(paper(params, batch, rng, step)[0])
+
+
+def test_single_member_rate_outside_zero_one_is_rejected():
+  config = _objective_config(single_member_rate=1.5)
+  with pytest.raises(ValueError, match="single_member_rate is 1.5.*in \\[0, 1\\]"):
+    objectives.check_objective_config(config)
+
+
 def test_group_of_one_and_one_group_spanning_the_batch():
   for g, ids in [(4, [0, 1, 2, 3]), (1, [0, 0, 0, 0])]:
     post, decode, numpy_log_prob, batch, (x, _, mask), rng = _random_problem(0, 4, g, 3.0, "bernoulli")
