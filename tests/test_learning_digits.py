@@ -1,5 +1,6 @@
 """Short ML-VAE training runs on real data: content identifies the group, and with the
-style-group HSIC term the style code no longer does.
+chosen setting (style-group HSIC, 2-d style, single-member content) the style code no longer
+does.
 
 Uses scikit-learn's bundled 8x8 digits directly (the data package has its own tests), grouped
 by class, with groups of 8 drawn at random each step.
@@ -19,12 +20,14 @@ STEPS, GROUPS, GROUP_SIZE = 600, 8, 8
 # 0.93-0.94 (chance 0.10); the style code's 0.44-0.55, at least 0.38 below content.
 MIN_CONTENT_ACCURACY = 0.75
 MIN_CONTENT_OVER_STYLE = 0.2
-# The chosen setting (experiments/mnist.py): objective.style_hsic_weight=1e5 and a 2-d style
-# code. Measured over init seeds 0-2 after 600 steps: style linear 0.09-0.12 and 5-NN
-# 0.09-0.11 (chance 0.10; the paper's setting reads 0.55 / 0.71), content 5-NN 0.95-0.97.
-# The style threshold keeps a margin of about 0.08 over the worst seed.
-HSIC_WEIGHT, HSIC_STYLE_DIM = 1e5, 2
-MAX_STYLE_WITH_HSIC = 0.2
+# The chosen setting (experiments/mnist.py): objective.style_hsic_weight=1e5, a 2-d style
+# code and objective.single_member_rate=0.5. Measured over init seeds 0-2 after 600 steps:
+# style linear 0.096-0.123 and 5-NN 0.086-0.121 (chance 0.10; the paper's setting reads
+# 0.55 / 0.71), content linear 0.927-0.940 and 5-NN 0.962-0.972. The style threshold keeps a
+# margin of about 0.08 over the worst seed, the content one about 0.08 under it.
+HSIC_WEIGHT, HSIC_STYLE_DIM, SINGLE_MEMBER_RATE = 1e5, 2, 0.5
+MAX_STYLE_CHOSEN = 0.2
+MIN_CONTENT_CHOSEN = 0.85
 
 
 def _grouped_batch(rng, x, labels):
@@ -41,21 +44,23 @@ def _digits():
   return x, digits.target, order[:1400], order[1400:]
 
 
-def _train(x, labels, style_hsic_weight=0.0, style_dim=10):
-  """600 Adam steps on random class groups; returns the loss curve, the model and params."""
+def _train(x, labels, style_hsic_weight=0.0, style_dim=10, single_member_rate=0.0, seed=0):
+  """600 Adam steps on random class groups from init seed `seed`; returns the loss curve,
+  the model and params."""
   config = configs.base_config()
   config.model.hidden = 128
   config.data.num_groups, config.data.batch_size = GROUPS, GROUPS * GROUP_SIZE
   config.objective.style_hsic_weight = style_hsic_weight
+  config.objective.single_member_rate = single_member_rate
   config.model.style_dim = style_dim
   model = models.build_model(config.model, x.shape[1:])
-  params = model.init(jax.random.key(0), jnp.asarray(x[:1]))["params"]
+  params = model.init(jax.random.key(seed), jnp.asarray(x[:1]))["params"]
   optimizer = optax.adam(config.optim.learning_rate)
   loss_fn = objectives.make_loss_fn(model, config)
 
   @jax.jit
-  def step(params, opt_state, batch, rng):
-    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+  def step(params, opt_state, batch, rng, step_index):
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng, step_index)
     updates, opt_state = optimizer.update(grads, opt_state)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -63,7 +68,8 @@ def _train(x, labels, style_hsic_weight=0.0, style_dim=10):
   rng = np.random.default_rng(1)
   losses = []
   for i in range(STEPS):
-    params, opt_state, loss = step(params, opt_state, _grouped_batch(rng, x, labels), jax.random.key(i))
+    params, opt_state, loss = step(params, opt_state, _grouped_batch(rng, x, labels),
+                                   jax.random.key(i), jnp.int32(i))
     losses.append(float(loss))
   return losses, model, params
 
@@ -81,13 +87,14 @@ def test_training_on_digits_lowers_loss_and_content_predicts_class():
   assert content > style + MIN_CONTENT_OVER_STYLE, (content, style)
 
 
-def test_style_hsic_keeps_the_digit_out_of_the_style_code():
+def test_chosen_setting_keeps_the_digit_out_of_style_and_in_content():
   x, labels, train, test = _digits()
-  _, model, params = _train(x[train], labels[train], HSIC_WEIGHT, HSIC_STYLE_DIM)
+  _, model, params = _train(x[train], labels[train], HSIC_WEIGHT, HSIC_STYLE_DIM,
+                            SINGLE_MEMBER_RATE)
   train_code = inference.encode(model, params, x[train])
   test_code = inference.encode(model, params, x[test])
   kinds = ("linear", "knn")
   style = probe_all(train_code.style_mu, labels[train], test_code.style_mu, labels[test], kinds)
   content = probe_all(train_code.content_mu, labels[train], test_code.content_mu, labels[test], kinds)
-  assert max(style.values()) < MAX_STYLE_WITH_HSIC, style
-  assert min(content.values()) > MIN_CONTENT_ACCURACY, content
+  assert max(style.values()) < MAX_STYLE_CHOSEN, style
+  assert min(content.values()) > MIN_CONTENT_CHOSEN, content
