@@ -77,8 +77,8 @@ SWEEPS = {None: LEVERS, "combinations": COMBINATIONS, "content": CONTENT, "unsee
 
 
 def get_sweep(arg=None):
-  """One lever at a time (no arg), the combinations of the levers that worked, or the content
-  levers on the shipped setting (`content`)."""
+  """One lever at a time (no arg), the combinations of the levers that worked
+  (`combinations`), content levers (`content`) or unseen-digit levers (`unseen`)."""
   if arg not in SWEEPS:
     raise ValueError(f"unknown sweep {arg!r}; choose from {sorted(filter(None, SWEEPS))} or none")
   return [dict(point) for point in SWEEPS[arg]]

@@ -120,6 +120,9 @@ def group_elbo(
       posterior, group_ids, num_groups, mask, objective_config.variant
   )
   if objective_config.single_member_rate:  # static: the paper's objective computes nothing extra
+    if noise.member_score is None or noise.group_coin is None:
+      raise ValueError("objective.single_member_rate > 0 needs noise.member_score and "
+                       "noise.group_coin; draw the noise with sample_noise(..., single_member_rate)")
     one_mu, one_logvar = single_member_posterior(posterior, group_ids, num_groups, mask,
                                                  noise.member_score)
     use_one = (noise.group_coin < objective_config.single_member_rate)[:, None]

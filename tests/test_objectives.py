@@ -347,3 +347,12 @@ def test_unknown_variant_is_rejected_with_the_choices():
   config.objective.variant = "mlvea"
   with pytest.raises(ValueError, match="mlvae"):
     objectives.make_loss_fn(model, config)
+
+
+def test_single_member_rate_without_member_draws_says_how_to_draw_them():
+  post, decode, _, batch, _, rng = _random_problem(1, 6, 2, 1.0, "bernoulli")
+  noise = objectives.Noise(jnp.float32(rng.normal(size=(2, CONTENT_DIM))),
+                           jnp.float32(rng.normal(size=(6, STYLE_DIM))))
+  with pytest.raises(ValueError, match="needs noise.member_score.*sample_noise"):
+    objectives.group_elbo(models.Posterior(*map(jnp.float32, post)), decode, batch, noise, 2,
+                          _objective_config(single_member_rate=0.5))
