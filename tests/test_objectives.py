@@ -47,8 +47,11 @@ def _random_problem(seed, n, g, logvar_scale, likelihood):
   return post, jax_decode, numpy_log_prob, batch, (x, ids, mask), rng
 
 
-def _compare(seed, n, g, logvar_scale, likelihood, variant, content_sample, transform=jax.jit):
-  """Every reported term of `transform(group_elbo)` against the float64 reference."""
+def _compare(seed, n, g, logvar_scale, likelihood, variant, content_sample, transform=jax.jit,
+             single_member_rate=0.0, tied_scores=False):
+  """Every reported term of `transform(group_elbo)` against the float64 reference; with a
+  single_member_rate, member scores (rounded to one decimal, so tied, if `tied_scores`) and
+  group coins are drawn too."""
   post, jax_decode, numpy_log_prob, batch, (x, ids, mask), rng = _random_problem(
       seed, n, g, logvar_scale, likelihood
   )
@@ -56,13 +59,21 @@ def _compare(seed, n, g, logvar_scale, likelihood, variant, content_sample, tran
   content_rows = slots if content_sample == "group" else n
   noise = objectives.Noise(jnp.float32(rng.normal(size=(content_rows, CONTENT_DIM))),
                            jnp.float32(rng.normal(size=(n, STYLE_DIM))))
-  config = _objective_config(variant=variant, content_sample=content_sample)
+  draws = {}
+  if single_member_rate:
+    score = rng.uniform(size=n)
+    noise = noise._replace(member_score=jnp.float32(np.round(score, 1) if tied_scores else score),
+                           group_coin=jnp.float32(rng.uniform(size=slots)))
+    draws = dict(single_member_rate=single_member_rate, member_score=np.float64(noise.member_score),
+                 group_coin=np.float64(noise.group_coin))
+  config = _objective_config(variant=variant, content_sample=content_sample,
+                             single_member_rate=single_member_rate)
   elbo = transform(lambda p, b, e: objectives.group_elbo(p, jax_decode, b, e, g, config))
   _, metrics = elbo(models.Posterior(*map(jnp.float32, post)), batch, noise)
   ref_ids, ref_g = (np.where(mask, np.arange(n), n), n) if variant == "vae" else (ids, g)
   expected = reference.group_elbo(
       *post, x, ref_ids, mask, ref_g, numpy_log_prob, np.float64(noise.content),
-      np.float64(noise.style), content_sample=content_sample, variant=variant,
+      np.float64(noise.style), content_sample=content_sample, variant=variant, **draws,
   )
   for key, value in expected.items():
     np.testing.assert_allclose(metrics[key], value, rtol=2e-4, atol=2e-3 * (1 + abs(value) * 1e-3), err_msg=key)
@@ -99,24 +110,8 @@ def test_group_elbo_with_extreme_logvars(logvar_scale):
 def test_single_member_content_matches_reference(seed, n, g, rate, variant, tied_scores):
   """Groups whose coin falls below the rate use one member's posterior; ties go to the lower
   row in both implementations (the reference's argmax)."""
-  post, jax_decode, numpy_log_prob, batch, (x, ids, mask), rng = _random_problem(
-      seed, n, g, 3.0, "bernoulli")
-  slots = n if variant == "vae" else g
-  score = np.round(rng.uniform(size=n), 1) if tied_scores else rng.uniform(size=n)
-  noise = objectives.Noise(jnp.float32(rng.normal(size=(slots, CONTENT_DIM))),
-                           jnp.float32(rng.normal(size=(n, STYLE_DIM))),
-                           jnp.float32(score), jnp.float32(rng.uniform(size=slots)))
-  config = _objective_config(variant=variant, single_member_rate=rate)
-  elbo = jax.jit(lambda p, b, e: objectives.group_elbo(p, jax_decode, b, e, g, config))
-  _, metrics = elbo(models.Posterior(*map(jnp.float32, post)), batch, noise)
-  ref_ids, ref_g = (np.where(mask, np.arange(n), n), n) if variant == "vae" else (ids, g)
-  expected = reference.group_elbo(
-      *post, x, ref_ids, mask, ref_g, numpy_log_prob, np.float64(noise.content),
-      np.float64(noise.style), variant=variant, single_member_rate=rate,
-      member_score=np.float64(noise.member_score), group_coin=np.float64(noise.group_coin),
-  )
-  for key, value in expected.items():
-    np.testing.assert_allclose(metrics[key], value, rtol=2e-4, atol=2e-3, err_msg=key)
+  _compare(seed, n, g, 3.0, "bernoulli", variant, "group", single_member_rate=rate,
+           tied_scores=tied_scores)
 
 
 def test_single_member_content_edge_cases():
