@@ -73,7 +73,32 @@ UNSEEN = (
     {"objective.single_member_rate": 0.5, "objective.beta_content": 0.5},
 )
 
-SWEEPS = {None: LEVERS, "combinations": COMBINATIONS, "content": CONTENT, "unseen": UNSEEN}
+# Unseen digits, second round: the content code separates unseen digits non-linearly (5-NN)
+# far better than a pooled posterior does, so these points widen and reshape it (`unseen_capacity`).
+UNSEEN_CAPACITY = (
+    {"objective.single_member_rate": 0.0, "model.content_dim": 20},
+    {"objective.single_member_rate": 0.5, "model.content_dim": 32},
+    {"objective.single_member_rate": 0.5, "model.content_dim": 64},
+    {"objective.single_member_rate": 0.25, "model.content_dim": 32},
+    {"objective.single_member_rate": 0.5, "model.content_dim": 20,
+     "data.group_policy": "uniform", "data.group_size_min": 1},
+    {"objective.single_member_rate": 0.5, "model.content_dim": 20,
+     "data.group_size": 4, "data.num_groups": 64},
+    {"objective.single_member_rate": 0.5, "model.content_dim": 20,
+     "objective.content_sample": "member"},
+    {"objective.single_member_rate": 0.5, "model.content_dim": 32, "model.hidden": 1000},
+)
+
+# Unseen digits, third round: smaller groups (more of them per batch) were the one lever of
+# `unseen_capacity` that moved unseen identification without costing the seen digits.
+UNSEEN_GROUPS = tuple(
+    {"objective.single_member_rate": rate, "model.content_dim": content_dim,
+     "data.group_size": size, "data.num_groups": 256 // size}
+    for rate, content_dim, size in ((0.5, 20, 2), (0.5, 10, 4), (0.5, 32, 4), (0.25, 20, 4),
+                                    (1.0, 20, 4), (0.5, 10, 2)))
+
+SWEEPS = {None: LEVERS, "combinations": COMBINATIONS, "content": CONTENT, "unseen": UNSEEN,
+          "unseen_capacity": UNSEEN_CAPACITY, "unseen_groups": UNSEEN_GROUPS}
 
 
 def get_sweep(arg=None):
