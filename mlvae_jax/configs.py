@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 0
   c.optim.schedule = "constant"  # constant | cosine
   c.optim.grad_clip_norm = 0.0  # 0 disables clipping
+  c.optim.weight_decay = 0.0  # AdamW's decoupled decay, scaled by the schedule; 0 is Adam
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 2000

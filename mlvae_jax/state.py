@@ -56,9 +56,12 @@ def make_schedule(optim_config: ml_collections.ConfigDict, num_steps: int) -> op
 def make_optimizer(
     optim_config: ml_collections.ConfigDict, num_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """Adam on the schedule, after optional global-norm clipping."""
+  """Adam on the schedule (AdamW, decoupled decay, when optim.weight_decay > 0), after
+  optional global-norm clipping. Plain Adam without decay keeps older checkpoints'
+  optimizer state restorable."""
   schedule = make_schedule(optim_config, num_steps)
-  adam = optax.adam(schedule)
+  decay = optim_config.weight_decay
+  adam = optax.adamw(schedule, weight_decay=decay) if decay > 0 else optax.adam(schedule)
   if optim_config.grad_clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(optim_config.grad_clip_norm), adam), schedule
   return adam, schedule
@@ -159,6 +162,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (o.learning_rate > 0, "optim.learning_rate", "a rate > 0"),
       (0 <= o.warmup_steps, "optim.warmup_steps", "a step count >= 0"),
       (o.grad_clip_norm >= 0, "optim.grad_clip_norm", "a norm >= 0 (0 disables clipping)"),
+      (o.weight_decay >= 0, "optim.weight_decay", "a rate >= 0 (0 is plain Adam)"),
       (config.data.batch_size >= 1, "data.batch_size", "a size >= 1"),
   ]
   for ok, key, expected in checks:

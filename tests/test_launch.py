@@ -95,6 +95,7 @@ def _assert_refused(result, pattern, workdir, before):
     ("--config.data.batch_size=60", r"batch_size=60 is not divisible by the 8 devices"),
     ("--config.train.resume=sometimes", r"config.train.resume='sometimes' is invalid"),
     ("--config.objective.single_member_rate=2", r"single_member_rate is 2.0; it is a probability"),
+    ("--config.optim.weight_decay=-0.1", r"config.optim.weight_decay=-0.1 is invalid; use a rate >= 0"),
     ("--config.evals.val.type=elbow", r"config.evals.val.type='elbow' is unknown; use one of \["),
     ("--config.evals.val.max_batch=2", r"unknown config key 'evals.val.max_batch'; did you mean 'evals.val.max_batches'"),
     ("--config.train.keep_best_metric=val/accuracy", r"evaluator 'val' reports no 'accuracy'"),

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from experiments import digits
@@ -56,7 +57,8 @@ def test_schedule_warmup_then_cosine_to_zero():
 
 def test_train_step_reports_grad_norm_before_clipping_and_lr():
   optim = ml_collections.ConfigDict(
-      {"learning_rate": 0.1, "warmup_steps": 0, "schedule": "constant", "grad_clip_norm": 1.0}
+      {"learning_rate": 0.1, "warmup_steps": 0, "schedule": "constant", "grad_clip_norm": 1.0,
+       "weight_decay": 0.0}
   )
   tx, schedule = state_lib.make_optimizer(optim, num_steps=10)
   loss_fn = lambda p, batch, rng, step: (jnp.sum((p["w"] - batch["x"]) ** 2), {"loss": 0.0})  # noqa: E731
@@ -66,6 +68,29 @@ def test_train_step_reports_grad_norm_before_clipping_and_lr():
   np.testing.assert_allclose(metrics["grad_norm"], 20 * np.sqrt(3), rtol=1e-6)
   np.testing.assert_allclose(metrics["learning_rate"], 0.1)
   assert int(state.step) == 1
+
+
+def test_weight_decay_is_decoupled_and_follows_the_schedule():
+  """AdamW: with a zero gradient Adam's step is 0, so each step only shrinks the parameters
+  by learning_rate(t) * weight_decay; decay 0 keeps plain Adam's state (older checkpoints)."""
+  optim = ml_collections.ConfigDict(
+      {"learning_rate": 0.1, "warmup_steps": 2, "schedule": "constant", "grad_clip_norm": 0.0,
+       "weight_decay": 0.5}
+  )
+  tx, schedule = state_lib.make_optimizer(optim, num_steps=10)
+  params = {"w": jnp.array([1.0, -2.0, 4.0])}
+  opt_state = tx.init(params)
+  expected = np.array([1.0, -2.0, 4.0])
+  for step in range(4):
+    updates, opt_state = tx.update({"w": jnp.zeros(3)}, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    expected = expected * (1 - float(schedule(step)) * 0.5)
+    np.testing.assert_allclose(params["w"], expected, rtol=1e-6)
+  assert not np.allclose(expected, [1.0, -2.0, 4.0])  # the warm-up ended and decay acted
+  optim.weight_decay = 0.0
+  tx, schedule = state_lib.make_optimizer(optim, num_steps=10)
+  assert (jax.tree.structure(tx.init(params))
+          == jax.tree.structure(optax.adam(schedule).init(params)))
 
 
 def test_writes_every_metric_the_issue_asks_for(eight_device_run):
