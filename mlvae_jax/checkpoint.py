@@ -35,7 +35,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
-from mlvae_jax import nonfinite
+from mlvae_jax import configs, nonfinite
 from mlvae_jax.workdir import SetupError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -272,10 +272,9 @@ class Checkpoints:
     return sorted(set(self._manager.all_steps()) - set(self.damaged))
 
   def saved_config(self, step: int) -> dict[str, Any]:
-    """The config dict stored with checkpoint `step`."""
-    return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
-        "config"
-    ]
+    """The config dict stored with checkpoint `step` (keys added since: their defaults)."""
+    saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return configs.fill_later_defaults(saved["config"])
 
   def check_shapes(self, step: int, abstract_state: Any) -> None:
     """Fails with one line naming the first leaf whose stored shape differs from the target."""

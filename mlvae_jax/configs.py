@@ -9,7 +9,12 @@ every setting of its type, so config.json records exactly what was measured.
 
 from __future__ import annotations
 
+import copy
+from typing import Any, Mapping
+
 import ml_collections
+
+from mlvae_jax.config_helpers import flat_items
 
 # The ML-VAE and its baselines on one code path (config.objective.variant): GVAE averages the
 # members' posteriors; 'vae' makes every observation its own group (the iid baseline).
@@ -130,6 +135,23 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
         "factor_vae_variance_examples": 5000, "prune_threshold": 0.05,
         "beta_vae_batch_size": 64, "beta_vae_train": 300, "beta_vae_eval": 150},
 }
+
+
+def fill_later_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
+  """A run's saved config with every key added to the schema since it was written set to
+  its default. A key is only ever added with a default that keeps the behaviour from before
+  it (e.g. optim.weight_decay=0 is plain Adam), so an older run still resumes, evaluates and
+  loads as it was trained. Its evaluators (`evals`) are its own and stay as saved."""
+  filled = copy.deepcopy(dict(saved))
+  for path, value in flat_items(base_config().to_dict()).items():
+    if path.startswith("evals."):
+      continue
+    *parents, leaf = path.split(".")
+    node = filled
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    node.setdefault(leaf, value)
+  return filled
 
 
 def evaluator(type: str, *, split: str = "test", every: int = 0, **settings: object

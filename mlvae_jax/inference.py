@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlvae_jax import groups
+from mlvae_jax import configs, groups
 from mlvae_jax import workdir as workdir_lib
 from mlvae_jax.models import MLVAE, Posterior, mean_observation
 from mlvae_jax.restore import restore_state
@@ -83,7 +83,7 @@ def load(workdir: str, step: int | None = None) -> Trained:
     raise FileNotFoundError(
         f"{workdir} has no {workdir_lib.CONFIG_FILE}: it is not the workdir of a training run"
     )
-  config = ml_collections.ConfigDict(saved)
+  config = ml_collections.ConfigDict(configs.fill_later_defaults(saved))
   config.mesh.data = 1
   state, step, run = restore_state(config, workdir, step)
   return Trained(config, run.model, jax.device_get(state.params), step)

@@ -144,6 +144,24 @@ def test_another_configs_checkpoints_are_refused(trained, override, pattern):
   _assert_refused(run_launch(SMOKE, f"--workdir={workdir}", override), pattern, workdir, before)
 
 
+def test_a_run_from_before_a_config_key_existed_resumes_and_evaluates(trained, tmp_path):
+  """Older runs saved no optim.weight_decay or objective.single_member_rate; their defaults
+  keep the behaviour from before, so such a run must not count as another config."""
+  shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
+  saved_configs = [tmp_path / "config.json", *(tmp_path / "checkpoints").glob("*/config/metadata")]
+  for path in saved_configs:
+    config = json.loads(path.read_text())
+    del config["optim"]["weight_decay"], config["objective"]["single_member_rate"]
+    path.write_text(json.dumps(config))
+  steps = sorted(int(step) for step in os.listdir(tmp_path / "checkpoints"))
+  result = run_launch(SMOKE, f"--workdir={tmp_path}", f"--config.train.num_steps={steps[-1] + 2}")
+  assert result.returncode == 0, result.stderr
+  logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert logged[-1] == steps[-1] + 2 and steps[-1] in logged  # continued, not restarted
+  result = run_launch(SMOKE, f"--workdir={tmp_path}", "--mode=eval", devices=1)
+  assert result.returncode == 0, result.stderr
+
+
 def test_restart_discards_the_old_run(trained, tmp_path):
   shutil.copytree(trained[0], tmp_path, dirs_exist_ok=True)
   result = run_launch(SMOKE, f"--workdir={tmp_path}", "--config.model.hidden=16",

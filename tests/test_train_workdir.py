@@ -4,7 +4,7 @@ one-line explanation of a bad command line."""
 import pytest
 
 from experiments import digits
-from mlvae_jax import config_helpers, workdir
+from mlvae_jax import config_helpers, configs, workdir
 from mlvae_jax.workdir import SetupError
 
 
@@ -61,3 +61,16 @@ def test_flag_errors_name_the_bad_override():
   argv = ["--config=experiments/digits.py:smoke", "--config.seed=x"]
   message = config_helpers.describe_flag_error(argv, ValueError("flag --config.seed=x: invalid literal"))
   assert message == "--config.seed=x: config.seed must be of type int, got 'x'"
+
+
+def test_a_saved_config_from_before_a_key_existed_gets_that_keys_default():
+  saved = digits.get_config("smoke").to_dict()
+  del saved["optim"]["weight_decay"], saved["objective"]["single_member_rate"]
+  saved["model"]["hidden"] = 7  # the run's own values stay
+  del saved["evals"]["val"]  # and so do its evaluators: no default one is added back
+  filled = configs.fill_later_defaults(saved)
+  assert filled["optim"]["weight_decay"] == 0.0 and filled["objective"]["single_member_rate"] == 0.0
+  assert filled["model"]["hidden"] == 7 and "val" not in filled["evals"]
+  assert "weight_decay" not in saved["optim"]  # the input is not changed
+  assert workdir.config_differences(digits.get_config("smoke").to_dict(), filled) == [
+      "model.hidden: 7 -> 32"]
