@@ -8,13 +8,16 @@ batches of 256. The MNIST IDX files must be in data.manual_dir (see README, 'Dat
   python launch.py --config=experiments/mnist.py:likelihood=gaussian --workdir=/tmp/mnist_gauss
 
 The defaults add what docs/mnist/study.md found: an HSIC penalty between style and group
-(objective.style_hsic_weight=1e5) and a 2-d style code keep the digit out of the style code,
-and single-member content (objective.single_member_rate=0.5: half the groups take one random
-member's content posterior) makes the content of one image name its digit. `paper` restores
-the paper's exact setting (10-d style, product posterior, no penalty); `study` shortens a run
-to the study's length with its evaluators (see experiments/mnist_study.py).
+(objective.style_hsic_weight=1e5) and a 2-d style code keep the digit out of the style code;
+single-member content (objective.single_member_rate: that share of the groups take one random
+member's content posterior) makes the content of one image name its digit; groups of 2 (128 a
+batch), a 20-d content code and a cosine schedule keep digits never trained on apart.
+`paper` restores the paper's exact setting (10-d style, product posterior, no penalty);
+`previous` the default before the last round (groups of 8, 10-d content, rate 0.5, constant
+rate), which the study's later sweeps start from; `study` shortens a run to the study's
+length with its evaluators (see experiments/mnist_study.py).
 
-Args: `smoke`, `paper`, `study`, `likelihood=bernoulli|gaussian` (the decoder),
+Args: `smoke`, `paper`, `previous`, `study`, `likelihood=bernoulli|gaussian` (the decoder),
 `variant=mlvae|gvae|vae`.
 """
 
@@ -23,8 +26,8 @@ from mlvae_jax import config_helpers, configs
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, smoke=False, paper=False, study=False, variant="mlvae",
-                          likelihood="bernoulli")
+  args = common.parse_arg(arg, smoke=False, paper=False, previous=False, study=False,
+                          variant="mlvae", likelihood="bernoulli")
   config = configs.base_config()
   config.data.name = "mnist"
   config.data.batch_size = 256
@@ -42,6 +45,11 @@ def get_config(arg=None):
     config.model.style_dim = 2
     config.objective.style_hsic_weight = 1e5
     config.objective.single_member_rate = 0.5
+  if not (args.paper or args.previous):  # study: "Seen and unseen digits together"
+    config.data.group_size, config.data.num_groups = 2, 128
+    config.model.content_dim = 20
+    config.objective.single_member_rate = 0.75
+    config.optim.schedule, config.optim.warmup_steps = "cosine", 500
   common.set_schedule(config, 20000, log_every=100, eval_every=2000)
   # Probes fitted on the codes of 20k training images (all 10k test images scored).
   config.evals.classify = configs.evaluator("classify", max_examples=20000)

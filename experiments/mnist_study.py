@@ -9,8 +9,10 @@ the sweep tool, at the study's length:
       --config.data.manual_dir=/path/to/mnist
   # then the combinations of the levers that moved the style probes:
   python launch.py ... --sweep=experiments/mnist_study.py:combinations --workdir=/tmp/mnist_combos
-  # then content levers on the shipped setting (note the base config: mnist.py:study):
-  python launch.py --config=experiments/mnist.py:study --workdir=/tmp/mnist_content \
+  # then content levers, and every later sweep, from the default of their time, kept as
+  # mnist.py:previous (the unseen-digit sweeps also set data.unseen_groups=7,8,9 and
+  # evals.accumulation.split=unseen; docs/mnist/study.md has each command):
+  python launch.py --config=experiments/mnist.py:previous,study --workdir=/tmp/mnist_content \
       --mode=sweep --sweep=experiments/mnist_study.py:content --config.data.manual_dir=...
 """
 
@@ -51,7 +53,7 @@ COMBINATIONS = (
 
 
 # Content levers on the 2-d style + style HSIC 1e5 setting (run from
-# `experiments/mnist.py:study` with `--sweep=...:content`): single-image content accuracy is
+# `experiments/mnist.py:previous,study` with `--sweep=...:content`): single-image content accuracy is
 # what that setting lacked. Every point names its single_member_rate, since the experiment's
 # default became 0.5 after this sweep (its first row, 'default' in study/content_sweep.md, is
 # the rate-0 point).
@@ -64,7 +66,7 @@ CONTENT = (
 )
 
 # Unseen digits: levers for identifying digits held out of training (run from
-# `experiments/mnist.py` with `--sweep=...:unseen`, data.unseen_groups=7,8,9 and the
+# `experiments/mnist.py:previous` with `--sweep=...:unseen`, data.unseen_groups=7,8,9 and the
 # accumulation evaluator on the 'unseen' split; see docs/mnist/study.md for the command).
 UNSEEN = (
     {"objective.single_member_rate": 0.0},
@@ -97,8 +99,8 @@ UNSEEN_GROUPS = tuple(
     for rate, content_dim, size in ((0.5, 20, 2), (0.5, 10, 4), (0.5, 32, 4), (0.25, 20, 4),
                                     (1.0, 20, 4), (0.5, 10, 2)))
 
-# Seen and unseen digits together, at the full 20,000 steps (run twice: once as is, once with
-# data.unseen_groups=7,8,9): groups of 2 met neither goal by a few thousandths, so these try to
+# Seen and unseen digits together, at the full 20,000 steps (run from mnist.py:previous twice:
+# once as is, once with data.unseen_groups=7,8,9): groups of 2 met neither goal by a few thousandths, so these try to
 # move both at once rather than trade one for the other.
 PAIRS = {"model.content_dim": 20, "data.group_size": 2, "data.num_groups": 128,
          "objective.single_member_rate": 0.5}
@@ -113,8 +115,8 @@ FRONTIER = (
      "optim.warmup_steps": 500, "optim.weight_decay": 0.05},
 )
 
-# Unseen digits from the best frontier point (pairs, rate 0.75, cosine), screened at 4,000
-# steps (with pairs unseen identification at 4k matched 20k: 0.890 / 0.883 at rate 0.5).
+# Unseen digits from the best frontier point (pairs, rate 0.75, cosine: the shipped setting since),
+# screened at 4,000 steps from mnist.py:previous (with pairs unseen identification at 4k matched 20k: 0.890 / 0.883 at rate 0.5).
 BEST_PAIRS = {**PAIRS, "optim.schedule": "cosine", "optim.warmup_steps": 500,
               "objective.single_member_rate": 0.75}
 SCREEN = tuple({**BEST_PAIRS, **change} for change in (
@@ -129,7 +131,8 @@ SWEEPS = {None: LEVERS, "combinations": COMBINATIONS, "content": CONTENT, "unsee
 
 def get_sweep(arg=None):
   """One lever at a time (no arg), the combinations of the levers that worked
-  (`combinations`), content levers (`content`) or unseen-digit levers (`unseen`)."""
+  (`combinations`), content levers (`content`), unseen-digit levers (`unseen`,
+  `unseen_capacity`, `unseen_groups`, `screen`) or seen and unseen together (`frontier`)."""
   if arg not in SWEEPS:
     raise ValueError(f"unknown sweep {arg!r}; choose from {sorted(filter(None, SWEEPS))} or none")
   return [dict(point) for point in SWEEPS[arg]]
