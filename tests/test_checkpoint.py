@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from mlvae_jax import checkpoint, sharding
+from mlvae_jax import checkpoint, configs, sharding
 from mlvae_jax.workdir import SetupError
 
 
@@ -56,7 +56,8 @@ def test_state_iterator_and_config_restore_together_on_one_device(tmp_path):
   _save_steps(tmp_path, [5], _train_config())
   reader = checkpoint.Checkpoints(str(tmp_path), read_only=True)
   assert reader.steps() == [5]
-  assert reader.saved_config(5) == {"seed": 3}
+  saved = reader.saved_config(5)  # the saved value, and defaults for keys it did not have
+  assert saved["seed"] == 3 and saved == configs.fill_later_defaults({"seed": 3})
   state, data_state = reader.restore(5, _target(_state(), devices=1))
   reader.close()
   assert data_state == {"epoch": 5}
