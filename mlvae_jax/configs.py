@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.family = "mlp"  # mlp | conv
   c.model.hidden = 500
+  c.model.hidden_layers = 1  # mlp: hidden layers in the encoder and in the decoder
   c.model.activation = "tanh"
   c.model.content_dim = 10
   c.model.style_dim = 10
@@ -112,9 +113,11 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
     "classify": {"fit_split": "train", "max_examples": 5000, "probes": ("knn", "mlp"),
                  "knn_neighbours": 5, "mlp_hidden": 256},
     # swap consistency judged by pixel classifiers fitted on fit_examples real images of
-    # fit_split (group label, and each factor quantised into <= bins classes)
+    # fit_split (group label, and each factor quantised into <= bins classes); judge: 'mlp'
+    # (classifier_hidden units) or 'encoder' (the run's encoder architecture as a classifier)
     "swap": {"fit_split": "train", "fit_examples": 20000, "max_examples": 5000,
-             "num_pairs": 2000, "bins": 8, "classifier_hidden": 512, "classifier_epochs": 4},
+             "num_pairs": 2000, "bins": 8, "classifier_hidden": 512, "classifier_epochs": 4,
+             "judge": "mlp"},
     # group identification as strategy 2 pools k support members, k in support_sizes
     "accumulation": {"support_sizes": (1, 2, 4, 8, 16), "repeats": 5, "max_examples": 5000},
     # predictability of each ground-truth factor (quantised into <= bins classes) from each
@@ -141,17 +144,23 @@ def fill_later_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
   """A run's saved config with every key added to the schema since it was written set to
   its default. A key is only ever added with a default that keeps the behaviour from before
   it (e.g. optim.weight_decay=0 is plain Adam), so an older run still resumes, evaluates and
-  loads as it was trained. Its evaluators (`evals`) are its own and stay as saved."""
+  loads as it was trained. Its evaluators (`evals`) are its own: none is added, but each
+  gets the default of any setting its type gained since (e.g. swap's judge='mlp')."""
   filled = copy.deepcopy(dict(saved))
   for path, value in flat_items(base_config().to_dict()).items():
-    if path.startswith("evals."):
-      continue
-    *parents, leaf = path.split(".")
-    node = filled
-    for parent in parents:
-      node = node.setdefault(parent, {})
-    node.setdefault(leaf, value)
+    if not path.startswith("evals."):
+      _set_default(filled, path.split("."), value)
+  for name, entry in filled.get("evals", {}).items():
+    for setting, value in EVALUATOR_SETTINGS.get(entry.get("type"), {}).items():
+      _set_default(filled, ["evals", name, setting], value)
   return filled
+
+
+def _set_default(tree: dict[str, Any], path: list[str], value: Any) -> None:
+  *parents, leaf = path
+  for parent in parents:
+    tree = tree.setdefault(parent, {})
+  tree.setdefault(leaf, value)
 
 
 def evaluator(type: str, *, split: str = "test", every: int = 0, **settings: object

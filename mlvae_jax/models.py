@@ -59,30 +59,38 @@ class _NormalHeads(nn.Module):
 
 
 class MLPEncoder(nn.Module):
-  """The paper's MNIST encoder: flatten -> hidden (tanh) -> content and style heads."""
+  """The paper's MNIST encoder: flatten -> hidden (tanh) -> content and style heads.
+
+  `hidden_layers` > 1 stacks more hidden layers of the same width (1 is the paper's model and
+  keeps its parameter names, so older checkpoints restore)."""
 
   content_dim: int
   style_dim: int
   hidden: int = 500
   activation: str = "tanh"
+  hidden_layers: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Posterior:
     h = x.reshape(x.shape[0], -1)
-    h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(h))
+    for _ in range(self.hidden_layers):
+      h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(h))
     return _NormalHeads(self.content_dim, self.style_dim)(h)
 
 
 class MLPDecoder(nn.Module):
-  """Concatenated (content, style) -> hidden (tanh) -> one output per pixel."""
+  """Concatenated (content, style) -> hidden (tanh), `hidden_layers` times -> one output per pixel."""
 
   observation_shape: Sequence[int]
   hidden: int = 500
   activation: str = "tanh"
+  hidden_layers: int = 1
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(z))
+    h = z
+    for _ in range(self.hidden_layers):
+      h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(h))
     out = nn.Dense(math.prod(self.observation_shape))(h)
     return out.reshape((z.shape[0], *self.observation_shape))
 
@@ -165,8 +173,15 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
   dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim)
   common = dict(hidden=model_config.hidden, activation=model_config.activation)
   if model_config.family == "mlp":
-    encoder, decoder = MLPEncoder(**dims, **common), MLPDecoder(shape, **common)
+    if model_config.hidden_layers < 1:
+      raise ValueError(f"config.model.hidden_layers={model_config.hidden_layers} must be >= 1 "
+                       "(1 is the paper's one-hidden-layer MLP)")
+    depth = dict(hidden_layers=model_config.hidden_layers)
+    encoder, decoder = MLPEncoder(**dims, **common, **depth), MLPDecoder(shape, **common, **depth)
   else:
+    if model_config.hidden_layers != 1:
+      raise ValueError(f"config.model.hidden_layers={model_config.hidden_layers} is for "
+                       "family='mlp'; the conv model has a fixed depth, so leave it at 1")
     if len(shape) != 3 or shape[0] % 16 or shape[1] % 16:
       raise ValueError(
           f"config.model.family='conv' needs [H, W, C] images with H and W multiples of 16 "

@@ -3,8 +3,8 @@
 A sweep is what `get_sweep(arg)` returns (in the experiment file or a separate sweep file):
 a list of {dotted key: value} points, usually built with `config_helpers.product`. Each point runs as its
 own `launch.py` process in WORKDIR/<point name>; a point whose final_metrics.json exists is
-finished and skipped when the sweep is run again. The summary goes to WORKDIR/sweep.csv and
-WORKDIR/sweep.md.
+finished and not rerun when the sweep is run again (status "done earlier"). The summary goes
+to WORKDIR/sweep.csv and WORKDIR/sweep.md.
 """
 
 from __future__ import annotations
@@ -104,12 +104,14 @@ def shell_command(job: Job) -> str:
 
 
 def run_jobs(jobs: Sequence[Job], workdir: str, parallel: int) -> dict[str, str]:
-  """Runs unfinished jobs, `parallel` at a time; returns {name: 'done' | 'skipped' | 'failed'}.
+  """Runs unfinished jobs, `parallel` at a time.
+
+  Returns {name: 'done' | 'done earlier' | 'failed'}.
 
   Each job's output goes to WORKDIR/logs/<name>.log, outside the point's own workdir, so a
   point that refuses to start leaves its workdir untouched.
   """
-  status = {job.name: "skipped" for job in jobs if job.finished}
+  status = {job.name: "done earlier" for job in jobs if job.finished}
   pending = [job for job in jobs if not job.finished]
   os.makedirs(os.path.join(workdir, LOG_DIR), exist_ok=True)
   running: list[tuple[Job, subprocess.Popen, Any]] = []

@@ -221,6 +221,19 @@ def test_disentanglement_on_grouped_shapes_reports_every_factor_and_code(tmp_pat
       "dis/on_target", "dis/leakage", "dis/score"}
 
 
+@pytest.mark.parametrize("judge", ["mlp", "encoder"])
+def test_swap_judged_by_a_pixel_mlp_or_by_the_runs_encoder(tfds_dir, tmp_path, judge):
+  config = _digits_config(tfds_dir, swap=configs.evaluator(
+      "swap", judge=judge, fit_examples=600, max_examples=300, num_pairs=100, classifier_epochs=8))
+  run = state.setup(config)
+  evaluators = evaluation.Evaluators(config, run, tmp_path)
+  judge_module = evaluators.evaluators["swap"].judges["group"].module
+  assert type(judge_module).__name__ == {"mlp": "PixelMLP", "encoder": "EncoderClassifier"}[judge]
+  m = evaluators.run(jax.device_get(run.init().params))
+  assert m["swap/content"] + m["swap/style"] + m["swap/neither"] == pytest.approx(1.0)
+  assert m["swap/classifier_accuracy"] > 0.6, m  # 8 digits (chance 0.125) from 600 images
+
+
 def test_codes_are_encoded_once_per_parameters(tfds_dir, tmp_path):
   config = _digits_config(tfds_dir, a=configs.evaluator("classify"))
   run = state.setup(config)
@@ -251,6 +264,7 @@ def test_cadence_keep_best_and_the_last_step(tfds_dir, tmp_path):
     (configs.evaluator("elbo", every=-1), "", r"config.evals.x.every=-1 is invalid"),
     (configs.evaluator("elbo"), "val/elbo", r"names no evaluator; .* config.evals: \['x'\]"),
     (configs.evaluator("elbo"), "x/accuracy", r"evaluator 'x' reports no 'accuracy'"),
+    (configs.evaluator("swap", judge="cnn"), "", r"config.evals.x: .*judge='cnn' is unknown; use one of \('mlp', 'encoder'\)"),
 ])
 def test_bad_evaluator_configs_fail_in_one_line(tfds_dir, tmp_path, entry, keep_best, message):
   config = _digits_config(tfds_dir, x=ml_collections.ConfigDict(entry))

@@ -40,6 +40,17 @@ def test_paper_mnist_mlp_has_the_paper_sizes():
   assert shapes["decoder"]["Dense_1"]["kernel"] == (500, 784)
 
 
+def test_deeper_mlp_stacks_hidden_layers_of_one_width():
+  model = models.build_model(_config(hidden=64, hidden_layers=3), (28, 28, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  shapes = jax.tree.map(jnp.shape, params)
+  assert [shapes["encoder"][f"Dense_{i}"]["kernel"] for i in range(3)] == [(784, 64), (64, 64), (64, 64)]
+  assert [shapes["decoder"][f"Dense_{i}"]["kernel"] for i in range(4)] == [
+      (20, 64), (64, 64), (64, 64), (64, 784)]
+  x = jnp.ones((2, 28, 28, 1))
+  assert model.apply({"params": params}, x).loc.shape == (2, 28, 28, 1)
+
+
 def test_gaussian_learned_and_fixed_logvar():
   learned = models.build_model(_config(likelihood="gaussian"), (4,))
   params = learned.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
@@ -71,6 +82,8 @@ def test_log_likelihoods_match_reference():
         (dict(likelihood="poisson"), (8, 8, 1), "likelihood"),
         (dict(activation="swish"), (8, 8, 1), "activation"),
         (dict(family="conv"), (28, 28, 1), "multiples of 16"),
+        (dict(hidden_layers=0), (8, 8, 1), "hidden_layers=0 must be >= 1"),
+        (dict(family="conv", hidden_layers=2), (32, 32, 1), "hidden_layers=2 is for family='mlp'"),
         (dict(likelihood="gaussian", gaussian_logvar="small"), (8, 8, 1), "gaussian_logvar"),
     ],
 )

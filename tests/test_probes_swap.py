@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from mlvae_jax import configs
 from mlvae_jax.evaluation import pixel_classifier, probes, swap_consistency
 
 
@@ -49,6 +50,16 @@ def judge(digits):
 def test_pixel_classifier_reads_held_out_digits(judge, digits):
   images, labels = digits
   assert judge.accuracy(images[1400:], labels[1400:]) > 0.9
+
+
+def test_a_judge_with_the_models_encoder_reads_held_out_digits(digits):
+  images, labels = digits
+  model_config = configs.base_config().model
+  model_config.hidden = 128
+  module = pixel_classifier.encoder_classifier(model_config, images.shape[1:], 10)
+  judge = pixel_classifier.fit_pixel_classifier(images[:1400], labels[:1400], epochs=20, module=module)
+  assert isinstance(judge.module, pixel_classifier.EncoderClassifier)
+  assert judge.accuracy(images[1400:], labels[1400:]) > 0.8  # measured 0.889 (chance 0.1)
 
 
 def _encode(images, labels):

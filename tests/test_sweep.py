@@ -100,7 +100,7 @@ def test_a_failed_point_fails_the_sweep_and_runs_again_on_rerun(tmp_path):
   (tmp_path / "sweep" / "quiet-2").unlink()
   status, points = _fake_sweep(tmp_path)
   assert status == 0
-  assert points == {"seed=0": "skipped", "seed=1": "done", "seed=2": "done"}
+  assert points == {"seed=0": "done earlier", "seed=1": "done", "seed=2": "done"}
   log = (tmp_path / "sweep" / sweep.LOG_DIR / "seed=1.log").read_text()
   assert log.count("fake run of seed 1") == 2  # both tries kept
   assert (tmp_path / "sweep" / sweep.LOG_DIR / "seed=0.log").read_text().count("fake run") == 1
@@ -124,7 +124,7 @@ def test_two_by_two_smoke_sweep_runs_skips_finished_points_and_summarises(tmp_pa
   rerun = run_launch(*args, timeout=600)
   assert rerun.returncode == 0, rerun.stderr
   with open(workdir / "sweep.csv") as f:
-    assert {r["status"] for r in csv.DictReader(f)} == {"skipped"}
+    assert {r["status"] for r in csv.DictReader(f)} == {"done earlier"}
 
 
 def test_a_sweep_file_takes_its_own_arg_after_a_colon(tmp_path):

@@ -68,9 +68,12 @@ def test_a_saved_config_from_before_a_key_existed_gets_that_keys_default():
   del saved["optim"]["weight_decay"], saved["objective"]["single_member_rate"]
   saved["model"]["hidden"] = 7  # the run's own values stay
   del saved["evals"]["val"]  # and so do its evaluators: no default one is added back
+  saved["evals"]["swap"] = configs.evaluator("swap", num_pairs=10).to_dict()
+  del saved["evals"]["swap"]["judge"]  # but a setting its type gained since gets its default
   filled = configs.fill_later_defaults(saved)
   assert filled["optim"]["weight_decay"] == 0.0 and filled["objective"]["single_member_rate"] == 0.0
   assert filled["model"]["hidden"] == 7 and "val" not in filled["evals"]
-  assert "weight_decay" not in saved["optim"]  # the input is not changed
+  assert filled["evals"]["swap"] == configs.evaluator("swap", num_pairs=10).to_dict()
+  assert "weight_decay" not in saved["optim"] and "judge" not in saved["evals"]["swap"]  # input kept
   assert workdir.config_differences(digits.get_config("smoke").to_dict(), filled) == [
       "model.hidden: 7 -> 32"]

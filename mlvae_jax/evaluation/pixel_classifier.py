@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+
+from mlvae_jax import models
 
 
 class PixelMLP(nn.Module):
@@ -32,8 +35,26 @@ class PixelMLP(nn.Module):
     return nn.Dense(self.num_classes)(h)
 
 
+class EncoderClassifier(nn.Module):
+  """An ML-VAE encoder whose content head is read as class logits: a judge with the model's
+  own architecture (a conv judge sees shapes a pixel MLP misses; tools/factor_ceiling.py)."""
+
+  encoder: nn.Module
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.encoder(x).content_mu
+
+
+def encoder_classifier(model_config: ml_collections.ConfigDict, observation_shape: Sequence[int],
+                       num_classes: int) -> EncoderClassifier:
+  """The encoder that `model_config` builds, with `num_classes` content outputs."""
+  config = model_config.copy_and_resolve_references()
+  config.content_dim = num_classes
+  return EncoderClassifier(models.build_model(config, observation_shape).encoder)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _logits(module: PixelMLP, params: Any, x: jax.Array) -> jax.Array:
+def _logits(module: nn.Module, params: Any, x: jax.Array) -> jax.Array:
   return module.apply({"params": params}, x)
 
 
@@ -41,7 +62,7 @@ def _logits(module: PixelMLP, params: Any, x: jax.Array) -> jax.Array:
 class PixelClassifier:
   """A fitted classifier: `predict(images) -> class indices`."""
 
-  module: PixelMLP
+  module: nn.Module
   params: Any
 
   def predict(self, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -62,13 +83,18 @@ class PixelClassifier:
 def fit_pixel_classifier(
     images: np.ndarray, labels: np.ndarray, *, hidden: int = 512, epochs: int = 4,
     batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
+    module: nn.Module | None = None,
 ) -> PixelClassifier:
-  """Adam on softmax cross-entropy over `epochs` shuffled passes of the training images."""
+  """Adam on softmax cross-entropy over `epochs` shuffled passes of the training images.
+
+  `module` maps images to logits over labels.max() + 1 classes (default: a PixelMLP of
+  `hidden` units), so the same fit serves any architecture."""
   images = np.asarray(images, np.float32)
   labels = np.asarray(labels, np.int32)
   if len(images) < batch_size:
     raise ValueError(f"the pixel classifier needs at least {batch_size} training images, got {len(images)}")
-  module = PixelMLP(hidden=hidden, num_classes=int(labels.max()) + 1)
+  if module is None:
+    module = PixelMLP(hidden=hidden, num_classes=int(labels.max()) + 1)
   rng = jax.random.key(seed)
   params = module.init(rng, jnp.zeros((1, *images.shape[1:])))["params"]
   tx = optax.adam(learning_rate)

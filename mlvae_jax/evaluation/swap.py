@@ -2,7 +2,8 @@
 
 The judge is fitted once per run on `fit_split` images (the group label; for factor datasets
 also each ground-truth factor, quantised into at most `bins` classes) and reports its own
-accuracy on `split`. For a factor dataset every factor also gets the fraction of swaps whose
+accuracy on `split`. `judge='mlp'` is a pixel MLP; `judge='encoder'` trains the run's own
+encoder architecture as the classifier, for images whose factors an MLP cannot see. For a factor dataset every factor also gets the fraction of swaps whose
 factor follows the content source and the fraction that follows the style source: content
 factors should follow content, style factors style (`factor_consistency` averages the right
 one over factors).
@@ -16,10 +17,14 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import inference
+from mlvae_jax.configs import check_choice
 from mlvae_jax.evaluation import swap_consistency
 from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
-from mlvae_jax.evaluation.pixel_classifier import PixelClassifier, fit_pixel_classifier
+from mlvae_jax.evaluation.pixel_classifier import (
+    PixelClassifier, encoder_classifier, fit_pixel_classifier)
+
+JUDGES = ("mlp", "encoder")
 
 
 def quantise(values: np.ndarray, levels: int, bins: int) -> np.ndarray:
@@ -34,6 +39,7 @@ class SwapConsistency(Evaluator):
 
   def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
     super().__init__(ctx, settings)
+    check_choice("evals.<swap>.judge", settings.judge, JUDGES)
     fit = ctx.split(settings.fit_split, settings.fit_examples)
     self.test = ctx.split(settings.split, settings.max_examples)
     self.targets = {"group": (fit.labels, self.test.labels)}
@@ -45,12 +51,19 @@ class SwapConsistency(Evaluator):
     self.content_factors = set(ctx.config.data.group_by.replace(" ", "").split(","))
     self.judges: dict[str, PixelClassifier] = {
         name: fit_pixel_classifier(fit.x, fit_labels, hidden=settings.classifier_hidden,
-                                   epochs=settings.classifier_epochs, seed=ctx.config.seed)
+                                   epochs=settings.classifier_epochs, seed=ctx.config.seed,
+                                   module=self._judge_module(fit.x.shape[1:], fit_labels))
         for name, (fit_labels, _) in self.targets.items()
     }
     # The judges never change, so their own accuracy is measured once.
     self.judge_accuracy = {name: self.judges[name].accuracy(self.test.x, labels)
                            for name, (_, labels) in self.targets.items()}
+
+  def _judge_module(self, observation_shape, fit_labels: np.ndarray):
+    """None (the default pixel MLP) or the run's encoder with one output per class."""
+    if self.settings.judge == "mlp":
+      return None
+    return encoder_classifier(self.ctx.config.model, observation_shape, int(fit_labels.max()) + 1)
 
   def run(self, params: Any) -> dict[str, float]:
     s = self.settings
