@@ -79,7 +79,7 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-  """Concatenated (content, style) -> hidden (tanh), `hidden_layers` times -> one output per pixel."""
+  """Concatenated (content, style) -> `hidden_layers` x hidden (tanh) -> one output per pixel."""
 
   observation_shape: Sequence[int]
   hidden: int = 500

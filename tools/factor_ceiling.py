@@ -25,11 +25,14 @@ from mlvae_jax.evaluation.pixel_classifier import encoder_classifier, fit_pixel_
 from mlvae_jax.evaluation.probes import majority_rate  # noqa: E402
 
 
-def ceilings(spec: str, factors: list[str] | None, epochs: int) -> list[dict[str, object]]:
+def ceilings(spec: str, factors: list[str] | None, epochs: int, data_dir: str = ""
+             ) -> list[dict[str, object]]:
   """One row per factor of the experiment's dataset: majority rate and both classifiers'
   test accuracy."""
   path, arg = split_config_spec(spec)
   config = load_module(path).get_config(arg)
+  if data_dir:
+    config.data.data_dir = data_dir
   train, test = (data_lib.load_split(config.data, split) for split in ("train", "test"))
   if train.factors is None:
     raise SystemExit(f"{spec}: dataset {config.data.name!r} has no ground-truth factors")
@@ -43,12 +46,12 @@ def ceilings(spec: str, factors: list[str] | None, epochs: int) -> list[dict[str
     y_train, y_test = train.factors[:, j], test.factors[:, j]
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     mlp = fit_pixel_classifier(train.x, y_train, epochs=epochs)
-    conv = fit_pixel_classifier(
+    encoder = fit_pixel_classifier(
         train.x, y_train, epochs=epochs,
         module=encoder_classifier(config.model, train.x.shape[1:], num_classes))
     rows.append({"experiment": spec, "factor": name, "classes": num_classes,
                  "majority": majority_rate(y_test), "pixel_mlp": mlp.accuracy(test.x, y_test),
-                 f"encoder_{config.model.family}": conv.accuracy(test.x, y_test)})
+                 f"encoder_{config.model.family}": encoder.accuracy(test.x, y_test)})
     print(" | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in rows[-1].items()), flush=True)
   return rows
@@ -59,9 +62,10 @@ def main() -> None:
   parser.add_argument("experiments", nargs="+", help="experiment specs, e.g. experiments/shapes.py:resolution=64")
   parser.add_argument("--epochs", type=int, default=20, help="training passes of each classifier")
   parser.add_argument("--factors", default="", help="comma-separated factors (default: all)")
+  parser.add_argument("--data_dir", default="", help="config.data.data_dir (default: the experiment's)")
   args = parser.parse_args()
   for spec in args.experiments:
-    ceilings(spec, [f for f in args.factors.split(",") if f] or None, args.epochs)
+    ceilings(spec, [f for f in args.factors.split(",") if f] or None, args.epochs, args.data_dir)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,10 @@
 The judge is fitted once per run on `fit_split` images (the group label; for factor datasets
 also each ground-truth factor, quantised into at most `bins` classes) and reports its own
 accuracy on `split`. `judge='mlp'` is a pixel MLP; `judge='encoder'` trains the run's own
-encoder architecture as the classifier, for images whose factors an MLP cannot see. For a factor dataset every factor also gets the fraction of swaps whose
-factor follows the content source and the fraction that follows the style source: content
-factors should follow content, style factors style (`factor_consistency` averages the right
-one over factors).
+encoder architecture as the classifier, for images whose factors an MLP cannot see. For a
+factor dataset every factor also gets the fraction of swaps whose factor follows the content
+source and the fraction that follows the style source: content factors should follow
+content, style factors style (`factor_consistency` averages the right one over factors).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class SwapConsistency(Evaluator):
     self.judge_accuracy = {name: self.judges[name].accuracy(self.test.x, labels)
                            for name, (_, labels) in self.targets.items()}
 
-  def _judge_module(self, observation_shape, fit_labels: np.ndarray):
+  def _judge_module(self, observation_shape: tuple[int, ...], fit_labels: np.ndarray):
     """None (the default pixel MLP) or the run's encoder with one output per class."""
     if self.settings.judge == "mlp":
       return None
