@@ -13,6 +13,7 @@ pools badly holds the groups apart without forming one cluster per group
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -47,6 +48,9 @@ def identification(trained: inference.Trained, x: np.ndarray, labels: np.ndarray
 def report(workdir: str, repeats: int) -> str:
   """One line of measures for the run in `workdir`."""
   trained = inference.load(workdir)
+  if not trained.config.data.unseen_groups:
+    raise ValueError(f"{workdir} was trained without data.unseen_groups; this tool needs a run "
+                     "with held-out groups (e.g. --config.data.unseen_groups=7,8,9)")
   split = data_lib.load_split(trained.config.data, "unseen")
   code = trained.encode(split.x)
   content_mu, content_logvar = np.asarray(code.content_mu), np.asarray(code.content_logvar)
@@ -72,7 +76,10 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=10, help="support draws per k")
   args = parser.parse_args()
   for workdir in args.workdirs:
-    print(report(workdir, args.repeats), flush=True)
+    try:
+      print(report(workdir, args.repeats), flush=True)
+    except (OSError, ValueError) as e:  # no run there, or not one with held-out groups
+      sys.exit(f"unseen_geometry.py: {str(e).strip().splitlines()[0]}")
 
 
 if __name__ == "__main__":
