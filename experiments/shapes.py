@@ -47,8 +47,9 @@ def get_config(arg=None):
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.disentanglement = configs.evaluator("disentanglement")
   config.evals.disentanglement_knn = configs.evaluator("disentanglement", probe="knn")
-  # A pixel MLP judge tells the three shapes apart in 0.69 of real 32x32 renders, the conv
-  # encoder architecture in 0.99 (tools/factor_ceiling.py), so swaps are judged by the latter.
+  # The swap judge's pixel MLP tells the three shapes apart in 0.69 of real 32x32 renders, the
+  # conv encoder architecture in 0.90 (0.99 trained 20 epochs, tools/factor_ceiling.py), so
+  # swaps are judged by the latter (docs/shapes/README.md).
   config.evals.swap = configs.evaluator("swap", judge="encoder")
   config.evals.images = configs.evaluator("images")
   config.evals.figures = configs.evaluator("figures")
