@@ -58,6 +58,14 @@ class _NormalHeads(nn.Module):
     return Posterior(c_mu, c_logvar, s_mu, s_logvar)
 
 
+def _hidden_stack(h: jax.Array, width: int, activation: str, layers: int) -> jax.Array:
+  """`layers` dense layers of `width` units, each followed by `activation`; called from a
+  compact method, so the layers belong to (and are named in) the calling module."""
+  for _ in range(layers):
+    h = _ACTIVATIONS[activation](nn.Dense(width)(h))
+  return h
+
+
 class MLPEncoder(nn.Module):
   """The paper's MNIST encoder: flatten -> hidden (tanh) -> content and style heads.
 
@@ -72,9 +80,7 @@ class MLPEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Posterior:
-    h = x.reshape(x.shape[0], -1)
-    for _ in range(self.hidden_layers):
-      h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(h))
+    h = _hidden_stack(x.reshape(x.shape[0], -1), self.hidden, self.activation, self.hidden_layers)
     return _NormalHeads(self.content_dim, self.style_dim)(h)
 
 
@@ -88,9 +94,7 @@ class MLPDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    h = z
-    for _ in range(self.hidden_layers):
-      h = _ACTIVATIONS[self.activation](nn.Dense(self.hidden)(h))
+    h = _hidden_stack(z, self.hidden, self.activation, self.hidden_layers)
     out = nn.Dense(math.prod(self.observation_shape))(h)
     return out.reshape((z.shape[0], *self.observation_shape))
 

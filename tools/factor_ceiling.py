@@ -44,7 +44,7 @@ def ceilings(spec: str, factors: list[str] | None, epochs: int, data_dir: str = 
   for name in factors or names:
     j = names.index(name)
     y_train, y_test = train.factors[:, j], test.factors[:, j]
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = int(y_train.max()) + 1  # what the pixel MLP's fit gives itself
     mlp = fit_pixel_classifier(train.x, y_train, epochs=epochs)
     encoder = fit_pixel_classifier(
         train.x, y_train, epochs=epochs,
