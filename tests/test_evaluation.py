@@ -177,6 +177,18 @@ def test_assignment_weighs_distance_by_the_pooled_variance():
       accumulation.assign(query_mu, query_logvar, group_mu, group_logvar), [0, 1, 0])
 
 
+def test_support_draws_k_of_each_value_and_queries_everything_else():
+  labels = np.array([3, 1, 3, 3, 1, 1, 1, 7, 7, 3])
+  values = np.unique(labels)
+  support, queries = accumulation.draw_support(labels, values, 2, np.random.default_rng(0))
+  for value, members in zip(values, support):
+    assert len(set(members)) == 2 and np.all(labels[members] == value)
+  chosen = np.concatenate(support)
+  np.testing.assert_array_equal(np.sort(np.concatenate([chosen, queries])), np.arange(len(labels)))
+  again, _ = accumulation.draw_support(labels, values, 2, np.random.default_rng(0))
+  np.testing.assert_array_equal(np.concatenate(again), chosen)  # a seed fixes the draw
+
+
 def _factors(n, rng):
   """Independent factors: shape (3 values), scale (4) are content; x (5), y (6) style."""
   return np.stack([rng.integers(0, k, n) for k in (3, 4, 5, 6)], axis=1)

@@ -19,7 +19,7 @@ import numpy as np
 
 from mlvae_jax import data as data_lib
 from mlvae_jax import inference
-from mlvae_jax.evaluation.accumulation import assign
+from mlvae_jax.evaluation.accumulation import assign, draw_support
 from mlvae_jax.evaluation.probes import probe_all
 
 
@@ -31,9 +31,8 @@ def identification(trained: inference.Trained, x: np.ndarray, labels: np.ndarray
   values = np.unique(labels)
   pooled_correct = centroid_correct = total = 0
   for _ in range(repeats):
-    support = [rng.choice(np.nonzero(labels == v)[0], k, replace=False) for v in values]
+    support, queries = draw_support(labels, values, k, rng)
     pooled = trained.content(x[np.concatenate(support)], np.repeat(np.arange(len(values)), k))
-    queries = np.setdiff1d(np.arange(len(labels)), np.concatenate(support))
     by_pool = values[assign(content_mu[queries], content_logvar[queries],
                             np.asarray(pooled.mu), np.asarray(pooled.logvar))]
     centroids = np.stack([content_mu[s].mean(axis=0) for s in support])

@@ -29,6 +29,15 @@ def assign(query_mu: np.ndarray, query_logvar: np.ndarray, group_mu: np.ndarray,
   return np.argmax(log_density, axis=1)
 
 
+def draw_support(labels: np.ndarray, values: np.ndarray, k: int,
+                 rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+  """k random members of each group value (indices, one array per value) and every other
+  observation as the queries; shared with tools/unseen_geometry.py so both draw alike."""
+  support = [rng.choice(np.nonzero(labels == v)[0], k, replace=False) for v in values]
+  queries = np.setdiff1d(np.arange(len(labels)), np.concatenate(support))
+  return support, queries
+
+
 @register("accumulation")
 class AccumulationCurve(Evaluator):
   """accuracy_k<k> and content_logvar_k<k> for each k of `support_sizes` that every group
@@ -49,12 +58,10 @@ class AccumulationCurve(Evaluator):
         break
       correct, total, pooled_logvar = 0, 0, []
       for _ in range(s.repeats):
-        support = [rng.choice(np.nonzero(labels == v)[0], k, replace=False) for v in values]
-        index = np.concatenate(support)
+        support, queries = draw_support(labels, values, k, rng)
         pooled = inference.content_strategy2(
-            self.ctx.model, params, self.data.x[index], np.repeat(np.arange(len(values)), k),
-            len(values))
-        queries = np.setdiff1d(np.arange(len(labels)), index)
+            self.ctx.model, params, self.data.x[np.concatenate(support)],
+            np.repeat(np.arange(len(values)), k), len(values))
         predicted = values[assign(code.content_mu[queries], code.content_logvar[queries],
                                   pooled.mu, pooled.logvar)]
         correct += int(np.sum(predicted == labels[queries]))
