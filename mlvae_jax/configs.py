@@ -71,6 +71,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Fraction of groups whose q(C_G | X_G) is one random member's q(C | x_j) instead of the
   # product (0: the paper's objective); trains strategy-1 content (docs/model.md, section 1).
   c.objective.single_member_rate = 0.0
+  # Fraction of input values the encoder sees zeroed during training (masking noise; the
+  # decoder still reconstructs the clean input: a denoising ELBO, docs/model.md section 1).
+  c.objective.input_masking = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-3

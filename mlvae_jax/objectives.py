@@ -182,6 +182,16 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= rate <= 1.0:
     raise ValueError(f"objective.single_member_rate is {rate}; it is a probability: set it "
                      "in [0, 1] (0 is the paper's objective)")
+  masking = objective_config.input_masking
+  if not 0.0 <= masking < 1.0:
+    raise ValueError(f"objective.input_masking is {masking}; it is the fraction of input values "
+                     "zeroed: set it in [0, 1) (0 is the paper's objective)")
+
+
+def mask_inputs(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """`x` with each value zeroed with probability `rate` (masking noise, Vincent et al. 2008),
+  unscaled: a zeroed pixel reads as background, as in the denoising VAE of Im et al. 2017."""
+  return jnp.where(jax.random.bernoulli(rng, 1.0 - rate, x.shape), x, jnp.zeros_like(x))
 
 
 def kl_warmup_scale(step: jax.Array | None, warmup_steps: int) -> jax.Array | float:
@@ -197,11 +207,13 @@ def make_loss_fn(
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
   """`loss_fn(params, batch, rng, step=None) -> (loss, metrics)` for the configured model and
   objective; `step` drives the KL warm-up. Without a step (evaluation) q(C_G | X_G) is always
-  the product: `single_member_rate` shapes training only, held-out ELBOs stay the paper's."""
+  the product and the encoder sees clean inputs: `single_member_rate` and `input_masking` shape
+  training only, held-out ELBOs stay the paper's."""
   check_objective_config(config.objective)
   training_config = config.objective
   evaluation_config = ml_collections.ConfigDict(training_config.to_dict())
   evaluation_config.single_member_rate = 0.0
+  evaluation_config.input_masking = 0.0
   num_groups = config.data.num_groups
   content_dim, style_dim = config.model.content_dim, config.model.style_dim
 
@@ -211,7 +223,11 @@ def make_loss_fn(
     """`step` (training only) sets the KL warm-up; without it the betas apply in full."""
     objective_config = evaluation_config if step is None else training_config
     variables = {"params": params}
-    posterior = model.apply(variables, batch["x"], method="encode")
+    encoder_input = batch["x"]
+    if objective_config.input_masking:  # static: the paper's objective draws nothing extra
+      encoder_input = mask_inputs(encoder_input, objective_config.input_masking,
+                                  jax.random.fold_in(rng, 2))
+    posterior = model.apply(variables, encoder_input, method="encode")
     n = batch["x"].shape[0]
     slots = n if objective_config.variant == "vae" else num_groups
     noise = sample_noise(rng, n, slots, content_dim, style_dim, objective_config.content_sample,
