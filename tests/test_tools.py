@@ -64,7 +64,9 @@ def test_unseen_geometry_measures_a_run_with_held_out_digits(tmp_path, data_dir)
   # Two held-out digits (chance 0.5); even a barely trained encoder keeps 8 and 9 apart
   # (measured: content 5-NN 0.825 after the smoke run's 4 steps).
   assert float(re.search(r"content lin [\d.]+ 5-NN ([\d.]+)", line).group(1)) > 0.6, line
-  assert re.search(r"k=16 pooled [\d.]+ \(sd [\d.]+ a draw\) centroid", line), line
+  assert re.search(r"k=16 pooled [\d.]+ \(sd [\d.]+ a draw\) centroid [\d.]+ \[pooled mean, "
+                   r"Euclidean [\d.]+; centroid, query variance [\d.]+; centroid, support spread "
+                   r"[\d.]+\]", line), line
   assert re.search(r"content logvar -?[\d.]+$", line), line
 
 

@@ -3,9 +3,10 @@
 For runs trained with `data.unseen_groups`, compares on the 'unseen' split (half the codes fit
 a probe, the other half score it): linear and 5-NN probes on content and style means; the
 `accumulation` evaluator's pooled-posterior identification against a plain nearest centroid
-of the same k support means, with the standard deviation of the pooled accuracy over support
-draws (how much of a run-to-run difference the evaluator's draw alone can make); and the mean
-content log-variance. A code that probes well but
+of the same k support means, and against rules that change one part of the pooled one (its
+precision-weighted mean, its variance-weighted distance; see RULES), with the standard
+deviation of the pooled accuracy over support draws (how much of a run-to-run difference the
+evaluator's draw alone can make); and the mean content log-variance. A code that probes well but
 pools badly holds the groups apart without forming one cluster per group
 (docs/mnist/study.md, "Where the unseen digits go").
 
@@ -25,29 +26,47 @@ from mlvae_jax.evaluation.accumulation import assign, draw_support
 from mlvae_jax.evaluation.probes import probe_all
 
 
+# Ways to assign a query to one of k-member groups, from the query's content posterior (mu,
+# logvar) and the support members' means. "pooled" is the `accumulation` evaluator's (the
+# product posterior, the query's variance added); the others change one part of it, to tell
+# whether the product's weighted mean or its variance-weighted distance costs accuracy.
+RULES = ("pooled", "centroid", "pooled mean, Euclidean", "centroid, query variance",
+         "centroid, support spread")
+
+
+def _nearest(query_mu: np.ndarray, means: np.ndarray) -> np.ndarray:
+  return ((query_mu[:, None] - means[None]) ** 2).sum(axis=-1).argmin(axis=1)
+
+
 def identification(trained: inference.Trained, x: np.ndarray, labels: np.ndarray,
                    content_mu: np.ndarray, content_logvar: np.ndarray, k: int, repeats: int,
-                   rng: np.random.Generator) -> tuple[float, float, float]:
-  """(pooled posterior, nearest centroid) accuracy of assigning every non-support example to
-  one of the groups, each represented by k random support examples, and the pooled
-  accuracy's standard deviation over the `repeats` draws (0 for one draw)."""
+                   rng: np.random.Generator) -> tuple[dict[str, float], float]:
+  """Accuracy of each of RULES at assigning every non-support example to one of the groups,
+  each represented by k random support examples, and the pooled accuracy's standard
+  deviation over the `repeats` draws (0 for one draw)."""
   values = np.unique(labels)
-  pooled_correct = centroid_correct = total = 0
-  per_draw = []
+  correct = dict.fromkeys(RULES, 0)
+  total, per_draw = 0, []
   for _ in range(repeats):
     support, queries = draw_support(labels, values, k, rng)
     pooled = trained.content(x[np.concatenate(support)], np.repeat(np.arange(len(values)), k))
-    by_pool = values[assign(content_mu[queries], content_logvar[queries],
-                            np.asarray(pooled.mu), np.asarray(pooled.logvar))]
-    per_draw.append(np.mean(by_pool == labels[queries]))
+    pooled_mu, pooled_logvar = np.asarray(pooled.mu), np.asarray(pooled.logvar)
     centroids = np.stack([content_mu[s].mean(axis=0) for s in support])
-    distance = ((content_mu[queries, None] - centroids[None]) ** 2).sum(axis=-1)
-    by_centroid = values[distance.argmin(axis=1)]
-    pooled_correct += int(np.sum(by_pool == labels[queries]))
-    centroid_correct += int(np.sum(by_centroid == labels[queries]))
+    spread = np.log(np.maximum(np.stack([content_mu[s].var(axis=0) for s in support]), 1e-12))
+    query_mu, query_logvar = content_mu[queries], content_logvar[queries]
+    predicted = {
+        "pooled": assign(query_mu, query_logvar, pooled_mu, pooled_logvar),
+        "centroid": _nearest(query_mu, centroids),
+        "pooled mean, Euclidean": _nearest(query_mu, pooled_mu),
+        "centroid, query variance": assign(query_mu, query_logvar, centroids, pooled_logvar),
+        "centroid, support spread": assign(query_mu, query_logvar, centroids, spread),
+    }
+    for rule, index in predicted.items():
+      correct[rule] += int(np.sum(values[index] == labels[queries]))
+    per_draw.append(np.mean(values[predicted["pooled"]] == labels[queries]))
     total += len(queries)
-  spread = float(np.std(per_draw, ddof=1)) if repeats > 1 else 0.0
-  return pooled_correct / total, centroid_correct / total, spread
+  spread_of_draws = float(np.std(per_draw, ddof=1)) if repeats > 1 else 0.0
+  return {rule: count / total for rule, count in correct.items()}, spread_of_draws
 
 
 def report(workdir: str, repeats: int) -> str:
@@ -68,9 +87,11 @@ def report(workdir: str, repeats: int) -> str:
                          ("linear", "knn"))
     parts.append(f"{name} lin {accuracy['linear']:.3f} 5-NN {accuracy['knn']:.3f}")
   for k in (1, 16):
-    pooled, centroid, spread = identification(trained, split.x, split.labels, content_mu,
-                                              content_logvar, k, repeats, rng)
-    parts.append(f"k={k} pooled {pooled:.3f} (sd {spread:.3f} a draw) centroid {centroid:.3f}")
+    accuracy, spread = identification(trained, split.x, split.labels, content_mu,
+                                      content_logvar, k, repeats, rng)
+    others = "; ".join(f"{rule} {accuracy[rule]:.3f}" for rule in RULES[2:])
+    parts.append(f"k={k} pooled {accuracy['pooled']:.3f} (sd {spread:.3f} a draw) "
+                 f"centroid {accuracy['centroid']:.3f} [{others}]")
   parts.append(f"content logvar {content_logvar.mean():.2f}")
   return f"{workdir}: " + ", ".join(parts)
 
