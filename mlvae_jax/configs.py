@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.style_dim = 10
   c.model.likelihood = "bernoulli"  # bernoulli | gaussian
   c.model.gaussian_logvar = "learned"  # 'learned' (per pixel) or a float as text, e.g. '-2.0'
+  # per_image (the paper: the encoder gives each input its own content variance) | shared (one
+  # learned content variance for every input, so a group's product is the average of its means)
+  c.model.content_variance = "per_image"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.variant = "mlvae"  # mlvae | gvae | vae (iid baseline: every observation its own group)

@@ -19,6 +19,7 @@ from mlvae_jax.configs import check_choice
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")
+CONTENT_VARIANCES = ("per_image", "shared")  # model.content_variance: see _NormalHeads
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "relu": nn.relu,
@@ -44,17 +45,28 @@ class Likelihood(NamedTuple):
 
 
 class _NormalHeads(nn.Module):
-  """Two linear heads giving (mu, logvar) of the content and style posteriors."""
+  """Two linear heads giving (mu, logvar) of the content and style posteriors.
+
+  With `content_variance='shared'` the content head gives the mean only and the content
+  log-variance is one learned vector for every input (a constant-variance posterior, the
+  CV-VAE of Ghosh et al. 2020): the product over a group is then the members' average mean
+  with variance shrinking as 1/n, whatever the encoder makes of an unfamiliar image."""
 
   content_dim: int
   style_dim: int
+  content_variance: str = "per_image"
 
   @nn.compact
   def __call__(self, h: jax.Array) -> Posterior:
-    content = nn.Dense(2 * self.content_dim, name="content")(h)
     style = nn.Dense(2 * self.style_dim, name="style")(h)
-    c_mu, c_logvar = jnp.split(content, 2, axis=-1)
     s_mu, s_logvar = jnp.split(style, 2, axis=-1)
+    if self.content_variance == "shared":
+      c_mu = nn.Dense(self.content_dim, name="content")(h)
+      shared = self.param("content_logvar", nn.initializers.zeros, (self.content_dim,))
+      c_logvar = jnp.broadcast_to(shared, c_mu.shape)
+    else:
+      content = nn.Dense(2 * self.content_dim, name="content")(h)
+      c_mu, c_logvar = jnp.split(content, 2, axis=-1)
     return Posterior(c_mu, c_logvar, s_mu, s_logvar)
 
 
@@ -77,11 +89,12 @@ class MLPEncoder(nn.Module):
   hidden: int = 500
   activation: str = "tanh"
   hidden_layers: int = 1
+  content_variance: str = "per_image"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Posterior:
     h = _hidden_stack(x.reshape(x.shape[0], -1), self.hidden, self.activation, self.hidden_layers)
-    return _NormalHeads(self.content_dim, self.style_dim)(h)
+    return _NormalHeads(self.content_dim, self.style_dim, self.content_variance)(h)
 
 
 class MLPDecoder(nn.Module):
@@ -106,6 +119,7 @@ class ConvEncoder(nn.Module):
   style_dim: int
   hidden: int = 256
   activation: str = "relu"
+  content_variance: str = "per_image"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> Posterior:
@@ -114,7 +128,7 @@ class ConvEncoder(nn.Module):
     for features in (32, 32, 64, 64):
       h = act(nn.Conv(features, (4, 4), strides=(2, 2), padding="SAME")(h))
     h = act(nn.Dense(self.hidden)(h.reshape(h.shape[0], -1)))
-    return _NormalHeads(self.content_dim, self.style_dim)(h)
+    return _NormalHeads(self.content_dim, self.style_dim, self.content_variance)(h)
 
 
 class ConvDecoder(nn.Module):
@@ -174,7 +188,9 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
   check_choice("model.family", model_config.family, FAMILIES)
   check_choice("model.likelihood", model_config.likelihood, LIKELIHOODS)
   check_choice("model.activation", model_config.activation, tuple(_ACTIVATIONS))
-  dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim)
+  check_choice("model.content_variance", model_config.content_variance, CONTENT_VARIANCES)
+  dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim,
+              content_variance=model_config.content_variance)
   common = dict(hidden=model_config.hidden, activation=model_config.activation)
   if model_config.family == "mlp":
     if model_config.hidden_layers < 1:

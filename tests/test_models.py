@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlvae_jax import configs, models
+from mlvae_jax import configs, groups, models
 from tests import reference
 
 
@@ -51,6 +51,28 @@ def test_deeper_mlp_stacks_hidden_layers_of_one_width():
   assert model.apply({"params": params}, x).loc.shape == (2, 28, 28, 1)
 
 
+@pytest.mark.parametrize("family, shape", [("mlp", (28, 28, 1)), ("conv", (32, 32, 1))])
+def test_shared_content_variance_is_one_learned_vector(family, shape):
+  """Every input gets the same content log-variance (a parameter, so it trains); the content
+  mean and the style posterior stay per input; the group product is the mean of the means."""
+  model = models.build_model(_config(family=family, content_dim=5, style_dim=3,
+                                     content_variance="shared"), shape)
+  x = jnp.float32(np.random.default_rng(0).uniform(size=(6, *shape)))
+  params = model.init(jax.random.key(0), x)["params"]
+  heads = params["encoder"]["_NormalHeads_0"]
+  assert heads["content"]["kernel"].shape[1] == 5 and heads["content_logvar"].shape == (5,)
+  heads["content_logvar"] = jnp.float32([-2.0, -1.0, 0.0, 1.0, 2.0])
+  posterior = model.apply({"params": params}, x, method="encode")
+  np.testing.assert_array_equal(posterior.content_logvar,
+                                np.broadcast_to([-2.0, -1.0, 0.0, 1.0, 2.0], (6, 5)))
+  assert np.std(np.asarray(posterior.content_mu), axis=0).min() > 0
+  assert np.std(np.asarray(posterior.style_logvar), axis=0).min() > 0
+  mu, logvar = groups.accumulate_evidence(posterior.content_mu, posterior.content_logvar,
+                                          jnp.int32([0, 0, 0, 1, 1, 2]), 3, jnp.ones(6, bool))
+  np.testing.assert_allclose(mu[0], np.mean(np.asarray(posterior.content_mu)[:3], axis=0), rtol=1e-5)
+  np.testing.assert_allclose(logvar[0], np.float32([-2.0, -1.0, 0.0, 1.0, 2.0]) - np.log(3), rtol=1e-5)
+
+
 def test_gaussian_learned_and_fixed_logvar():
   learned = models.build_model(_config(likelihood="gaussian"), (4,))
   params = learned.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
@@ -85,6 +107,7 @@ def test_log_likelihoods_match_reference():
         (dict(hidden_layers=0), (8, 8, 1), "hidden_layers=0 must be >= 1"),
         (dict(family="conv", hidden_layers=2), (32, 32, 1), "hidden_layers=2 is for family='mlp'"),
         (dict(likelihood="gaussian", gaussian_logvar="small"), (8, 8, 1), "gaussian_logvar"),
+        (dict(content_variance="per_group"), (8, 8, 1), "content_variance"),
     ],
 )
 def test_bad_model_config_is_explained(fields, shape, message):
