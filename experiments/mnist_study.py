@@ -157,22 +157,24 @@ MASKING = tuple({**BEST_PAIRS, "objective.input_masking": rate, "seed": seed}
 # On unseen digits the product posterior loses to a plain centroid of the same 16 means (0.871
 # against 0.895 over four seeds, tools/unseen_geometry.py): the encoder's per-image content
 # variances weigh the wrong dimensions for digits it never saw. A content variance shared by
-# every input (model.content_variance='shared') removes them from the product; four seeds.
-SHARED_VARIANCE = tuple({**BEST_PAIRS, "model.content_variance": "shared", "seed": seed}
-                        for seed in range(4))
+# every input (model.content_variance='shared') removes them from the product; one variance
+# for every dimension too ('isotropic') makes the product's rule the Euclidean centroid.
+CONTENT_VARIANCE = tuple({**BEST_PAIRS, "model.content_variance": kind, "seed": seed}
+                         for kind, seeds in (("shared", (0, 1)), ("isotropic", range(4)))
+                         for seed in seeds)
 
 SWEEPS = {None: LEVERS, "combinations": COMBINATIONS, "content": CONTENT, "unseen": UNSEEN,
           "unseen_capacity": UNSEEN_CAPACITY, "unseen_groups": UNSEEN_GROUPS,
           "frontier": FRONTIER, "screen": SCREEN,
           "second_screen": SECOND_SCREEN, "lighter_hsic": LIGHTER_HSIC,
-          "two_seeds": TWO_SEEDS, "masking": MASKING, "shared_variance": SHARED_VARIANCE}
+          "two_seeds": TWO_SEEDS, "masking": MASKING, "content_variance": CONTENT_VARIANCE}
 
 
 def get_sweep(arg=None):
   """One lever at a time (no arg), the combinations of the levers that worked
   (`combinations`), content levers (`content`), unseen-digit levers (`unseen`,
   `unseen_capacity`, `unseen_groups`, `screen`, `second_screen`) or seen and unseen together
-  (`frontier`, `lighter_hsic`, `two_seeds`, `masking`, `shared_variance`)."""
+  (`frontier`, `lighter_hsic`, `two_seeds`, `masking`, `content_variance`)."""
   if arg not in SWEEPS:
     raise ValueError(f"unknown sweep {arg!r}; choose from {sorted(filter(None, SWEEPS))} or none")
   return [dict(point) for point in SWEEPS[arg]]

@@ -59,7 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.likelihood = "bernoulli"  # bernoulli | gaussian
   c.model.gaussian_logvar = "learned"  # 'learned' (per pixel) or a float as text, e.g. '-2.0'
   # per_image (the paper: the encoder gives each input its own content variance) | shared (one
-  # learned content variance for every input, so a group's product is the average of its means)
+  # learned content variance vector for every input, so a group's product is the average of
+  # its means) | isotropic (one learned variance for every input and dimension)
   c.model.content_variance = "per_image"
 
   c.objective = ml_collections.ConfigDict()

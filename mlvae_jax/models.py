@@ -19,7 +19,7 @@ from mlvae_jax.configs import check_choice
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")
-CONTENT_VARIANCES = ("per_image", "shared")  # model.content_variance: see _NormalHeads
+CONTENT_VARIANCES = ("per_image", "shared", "isotropic")  # model.content_variance: see _NormalHeads
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "relu": nn.relu,
@@ -50,7 +50,9 @@ class _NormalHeads(nn.Module):
   With `content_variance='shared'` the content head gives the mean only and the content
   log-variance is one learned vector for every input (a constant-variance posterior, the
   CV-VAE of Ghosh et al. 2020): the product over a group is then the members' average mean
-  with variance shrinking as 1/n, whatever the encoder makes of an unfamiliar image."""
+  with variance shrinking as 1/n, whatever the encoder makes of an unfamiliar image.
+  'isotropic' learns one log-variance for every input and every dimension, so that product
+  also weighs no dimension above another."""
 
   content_dim: int
   style_dim: int
@@ -60,9 +62,10 @@ class _NormalHeads(nn.Module):
   def __call__(self, h: jax.Array) -> Posterior:
     style = nn.Dense(2 * self.style_dim, name="style")(h)
     s_mu, s_logvar = jnp.split(style, 2, axis=-1)
-    if self.content_variance == "shared":
+    if self.content_variance in ("shared", "isotropic"):
       c_mu = nn.Dense(self.content_dim, name="content")(h)
-      shared = self.param("content_logvar", nn.initializers.zeros, (self.content_dim,))
+      size = self.content_dim if self.content_variance == "shared" else 1
+      shared = self.param("content_logvar", nn.initializers.zeros, (size,))
       c_logvar = jnp.broadcast_to(shared, c_mu.shape)
     else:
       content = nn.Dense(2 * self.content_dim, name="content")(h)

@@ -73,6 +73,16 @@ def test_shared_content_variance_is_one_learned_vector(family, shape):
   np.testing.assert_allclose(logvar[0], np.float32([-2.0, -1.0, 0.0, 1.0, 2.0]) - np.log(3), rtol=1e-5)
 
 
+def test_isotropic_content_variance_is_one_learned_number():
+  model = models.build_model(_config(content_dim=5, style_dim=3, content_variance="isotropic"),
+                             (8, 8, 1))
+  x = jnp.float32(np.random.default_rng(0).uniform(size=(4, 8, 8, 1)))
+  params = model.init(jax.random.key(0), x)["params"]
+  params["encoder"]["_NormalHeads_0"]["content_logvar"] = jnp.float32([-1.5])
+  posterior = model.apply({"params": params}, x, method="encode")
+  np.testing.assert_array_equal(posterior.content_logvar, np.full((4, 5), -1.5, np.float32))
+
+
 def test_gaussian_learned_and_fixed_logvar():
   learned = models.build_model(_config(likelihood="gaussian"), (4,))
   params = learned.init(jax.random.key(0), jnp.zeros((1, 4)))["params"]
