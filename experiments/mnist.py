@@ -11,10 +11,13 @@ The defaults add what docs/mnist/study.md found: an HSIC penalty between style a
 (objective.style_hsic_weight=1e5) and a 2-d style code keep the digit out of the style code;
 single-member content (objective.single_member_rate: that share of the groups take one random
 member's content posterior) makes the content of one image name its digit; groups of 2 (128 a
-batch), a 20-d content code and a cosine schedule keep digits never trained on apart.
+batch), a 20-d content code and a cosine schedule keep digits never trained on apart, and one
+learned content variance for every image and dimension (model.content_variance='isotropic')
+lets pooled content identify them: the encoder's per-image variances weigh the wrong
+dimensions for digits it never saw.
 `paper` restores the paper's exact setting (10-d style, product posterior, no penalty);
-`previous` the default before the last round (groups of 8, 10-d content, rate 0.5, constant
-rate), which the study's later sweeps start from; `study` shortens a run to the study's
+`previous` the default before the study's unseen-digit rounds (groups of 8, 10-d content,
+rate 0.5, constant rate), which its later sweeps start from; `study` shortens a run to the study's
 length with its evaluators (see experiments/mnist_study.py).
 
 Args: `smoke`, `paper`, `previous`, `study`, `likelihood=bernoulli|gaussian` (the decoder),
@@ -50,6 +53,7 @@ def get_config(arg=None):
     config.model.content_dim = 20
     config.objective.single_member_rate = 0.75
     config.optim.schedule, config.optim.warmup_steps = "cosine", 500
+    config.model.content_variance = "isotropic"  # study: "What the pooled posterior gets wrong"
   common.set_schedule(config, 20000, log_every=100, eval_every=2000)
   # Probes fitted on the codes of 20k training images (all 10k test images scored).
   config.evals.classify = configs.evaluator("classify", max_examples=20000)

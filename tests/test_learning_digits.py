@@ -21,14 +21,16 @@ STEPS, GROUPS, GROUP_SIZE = 600, 8, 8
 MIN_CONTENT_ACCURACY = 0.75
 MIN_CONTENT_OVER_STYLE = 0.2
 # The chosen setting (experiments/mnist.py, without its cosine schedule): style-group HSIC 1e5,
-# a 2-d style code, a 20-d content code, single-member content at rate 0.75 and groups of 2.
-# Measured over init seeds 0-2 after 600 steps: style linear 0.093-0.116 and 5-NN 0.098-0.146
-# (chance 0.10; the paper's setting reads 0.55 / 0.71), content linear 0.957-0.962 and 5-NN
-# 0.965-0.972. Each threshold keeps a margin of about 0.05 from the worst seed.
+# a 2-d style code, a 20-d content code, single-member content at rate 0.75, groups of 2 and
+# one learned content variance (isotropic). Measured over init seeds 0-2 after 600 steps:
+# style linear 0.098-0.106 and 5-NN 0.101-0.146 (chance 0.10; the paper's setting reads 0.55 /
+# 0.71), content linear 0.935-0.952 and 5-NN 0.960-0.970 (per-image variances: 0.957-0.962 and
+# 0.965-0.972). Each threshold keeps a margin of about 0.05 from the worst seed.
 CHOSEN = {"style_hsic_weight": 1e5, "style_dim": 2, "content_dim": 20,
-          "single_member_rate": 0.75, "groups": 32, "group_size": 2}
+          "single_member_rate": 0.75, "groups": 32, "group_size": 2,
+          "content_variance": "isotropic"}
 MAX_STYLE_CHOSEN = 0.2
-MIN_CONTENT_CHOSEN = 0.9
+MIN_CONTENT_CHOSEN = 0.88
 
 
 def _grouped_batch(rng, x, labels, groups, group_size):
@@ -46,7 +48,7 @@ def _digits():
 
 
 def _train(x, labels, style_hsic_weight=0.0, style_dim=10, content_dim=10, single_member_rate=0.0,
-           groups=GROUPS, group_size=GROUP_SIZE, seed=0):
+           groups=GROUPS, group_size=GROUP_SIZE, content_variance="per_image", seed=0):
   """600 Adam steps on random class groups from init seed `seed`; returns the loss curve,
   the model and params."""
   config = configs.base_config()
@@ -55,6 +57,7 @@ def _train(x, labels, style_hsic_weight=0.0, style_dim=10, content_dim=10, singl
   config.objective.style_hsic_weight = style_hsic_weight
   config.objective.single_member_rate = single_member_rate
   config.model.style_dim, config.model.content_dim = style_dim, content_dim
+  config.model.content_variance = content_variance
   model = models.build_model(config.model, x.shape[1:])
   params = model.init(jax.random.key(seed), jnp.asarray(x[:1]))["params"]
   optimizer = optax.adam(config.optim.learning_rate)
