@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
   # learned content variance vector for every input, so a group's product is the average of
   # its means) | isotropic (one learned variance for every input and dimension)
   c.model.content_variance = "per_image"
+  # none (the paper) | rigid: the decoder's canvas is turned and moved by a pose read linearly
+  # from the style code (a spatial-transformer decoder; mlvae_jax/warp.py)
+  c.model.decoder_warp = "none"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.variant = "mlvae"  # mlvae | gvae | vae (iid baseline: every observation its own group)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mlvae_jax.configs import check_choice
+from mlvae_jax.warp import WARPS, PoseWarp
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")
@@ -161,6 +162,7 @@ class MLVAE(nn.Module):
   likelihood: str
   observation_shape: Sequence[int]
   fixed_logvar: float | None = None  # Gaussian only; None means learned per pixel
+  pose_warp: nn.Module | None = None  # turns and moves the decoder's canvas by a pose from style
 
   def setup(self):
     if self.likelihood == "gaussian" and self.fixed_logvar is None:
@@ -171,6 +173,8 @@ class MLVAE(nn.Module):
 
   def decode(self, content: jax.Array, style: jax.Array) -> Likelihood:
     loc = self.decoder(jnp.concatenate([content, style], axis=-1))
+    if self.pose_warp is not None:
+      loc = self.pose_warp(loc, style)
     if self.likelihood == "bernoulli":
       return Likelihood(loc)
     if self.fixed_logvar is None:
@@ -192,6 +196,10 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
   check_choice("model.likelihood", model_config.likelihood, LIKELIHOODS)
   check_choice("model.activation", model_config.activation, tuple(_ACTIVATIONS))
   check_choice("model.content_variance", model_config.content_variance, CONTENT_VARIANCES)
+  check_choice("model.decoder_warp", model_config.decoder_warp, WARPS)
+  if model_config.decoder_warp != "none" and len(shape) != 3:
+    raise ValueError(f"config.model.decoder_warp={model_config.decoder_warp!r} warps images "
+                     f"[H, W, C]; got observation shape {shape}. Leave it at 'none'.")
   dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim,
               content_variance=model_config.content_variance)
   common = dict(hidden=model_config.hidden, activation=model_config.activation)
@@ -217,6 +225,7 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
       likelihood=model_config.likelihood,
       observation_shape=shape,
       fixed_logvar=_parse_logvar(model_config.gaussian_logvar),
+      pose_warp=PoseWarp() if model_config.decoder_warp == "rigid" else None,
   )
 
 

@@ -80,3 +80,26 @@ def group_elbo(
   dims = max(observations, 1) * int(np.prod(np.shape(x)[1:]))
   terms["bits_per_dim"] = -total_elbo / (dims * np.log(2.0))
   return terms
+
+
+def rigid_warp(image: np.ndarray, angle: float, shift: tuple[float, float]) -> np.ndarray:
+  """One [H, W, C] image resampled pixel by pixel: output pixel p reads the image at
+  R(angle) (p - shift) in [-1, 1] coordinates, bilinearly, the edge repeating beyond it."""
+  image = np.asarray(image, np.float64)
+  height, width = image.shape[:2]
+  out = np.zeros_like(image)
+  cos, sin = np.cos(angle), np.sin(angle)
+  for i in range(height):
+    for j in range(width):
+      px = (j + 0.5) / width * 2 - 1 - shift[0]
+      py = (i + 0.5) / height * 2 - 1 - shift[1]
+      col = ((cos * px - sin * py) + 1) / 2 * width - 0.5
+      row = ((sin * px + cos * py) + 1) / 2 * height - 0.5
+      r0, c0 = int(np.floor(row)), int(np.floor(col))
+      fr, fc = row - r0, col - c0
+      for dr, wr in ((0, 1 - fr), (1, fr)):
+        for dc, wc in ((0, 1 - fc), (1, fc)):
+          r = min(max(r0 + dr, 0), height - 1)
+          c = min(max(c0 + dc, 0), width - 1)
+          out[i, j] += wr * wc * image[r, c]
+  return out

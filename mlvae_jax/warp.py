@@ -1,0 +1,53 @@
+"""A rigid pose (rotation and shift) read from the style code, applied to the decoder's output.
+
+The decoder draws on a canvas; `PoseWarp` resamples that canvas so the drawing appears turned
+by an angle and moved by a shift, both linear in the style code. It is the spatial
+transformer (Jaderberg et al. 2015) used as a decoder, as in spatial-VAE (Bepler et al. 2019):
+content only has to say *what* to draw in one pose, style says *where and at which angle*, so
+an object's identity need not be learnt separately at every angle (docs/model.md, section 1).
+
+Coordinates are normalised to [-1, 1] over pixel centres' extent (x along width, y along
+height). Output pixel p shows the canvas at R(angle) (p - shift): the canvas' centre moves to
+`shift` and turns about it. Samples are bilinear; beyond the canvas its edge pixels repeat, so
+a background drawn at the edge stays background whatever the likelihood's parametrisation.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+WARPS = ("none", "rigid")  # model.decoder_warp
+
+
+def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array) -> jax.Array:
+  """`images` [N, H, W, C] turned by `angle` [N] (radians) and moved by `shift` [N, 2] (x, y)."""
+  height, width = images.shape[1:3]
+  y = (jnp.arange(height) + 0.5) / height * 2 - 1
+  x = (jnp.arange(width) + 0.5) / width * 2 - 1
+  grid_y, grid_x = jnp.meshgrid(y, x, indexing="ij")
+
+  def one(image, a, t):
+    dx, dy = grid_x - t[0], grid_y - t[1]
+    cos, sin = jnp.cos(a), jnp.sin(a)
+    source_x, source_y = cos * dx - sin * dy, sin * dx + cos * dy
+    rows = (source_y + 1) / 2 * height - 0.5
+    cols = (source_x + 1) / 2 * width - 0.5
+    sample = lambda channel: jax.scipy.ndimage.map_coordinates(
+        channel, [rows, cols], order=1, mode="nearest")
+    return jax.vmap(sample, in_axes=-1, out_axes=-1)(image)
+
+  return jax.vmap(one)(images, angle, shift)
+
+
+class PoseWarp(nn.Module):
+  """Reads (angle, shift x, shift y) linearly from the style code and warps the canvas by it.
+
+  The map starts at zero, so an untrained model's warp is the identity and the decoder alone
+  draws, as without a warp; training moves pose into the style dimensions that predict it."""
+
+  @nn.compact
+  def __call__(self, canvas: jax.Array, style: jax.Array) -> jax.Array:
+    pose = nn.Dense(3, kernel_init=nn.initializers.zeros, name="pose")(style)
+    return rigid_warp(canvas, pose[:, 0], pose[:, 1:])
