@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mlvae_jax.configs import check_choice
-from mlvae_jax.warp import WARPS, PoseWarp
+from mlvae_jax.warp import POSE_DIMS, WARPS, PoseWarp
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")
@@ -172,8 +172,10 @@ class MLVAE(nn.Module):
     return self.encoder(x)
 
   def decode(self, content: jax.Array, style: jax.Array) -> Likelihood:
-    loc = self.decoder(jnp.concatenate([content, style], axis=-1))
-    if self.pose_warp is not None:
+    if self.pose_warp is None:
+      loc = self.decoder(jnp.concatenate([content, style], axis=-1))
+    else:
+      loc = self.decoder(jnp.concatenate([content, self.pose_warp.drawn_style(style)], axis=-1))
       loc = self.pose_warp(loc, style)
     if self.likelihood == "bernoulli":
       return Likelihood(loc)
@@ -200,6 +202,10 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
   if model_config.decoder_warp != "none" and len(shape) != 3:
     raise ValueError(f"config.model.decoder_warp={model_config.decoder_warp!r} warps images "
                      f"[H, W, C]; got observation shape {shape}. Leave it at 'none'.")
+  if model_config.decoder_warp == "rigid_dedicated" and model_config.style_dim < POSE_DIMS:
+    raise ValueError(f"config.model.decoder_warp='rigid_dedicated' takes the first {POSE_DIMS} "
+                     f"style dimensions as the pose; config.model.style_dim="
+                     f"{model_config.style_dim} is fewer. Raise it to {POSE_DIMS} or more.")
   dims = dict(content_dim=model_config.content_dim, style_dim=model_config.style_dim,
               content_variance=model_config.content_variance)
   common = dict(hidden=model_config.hidden, activation=model_config.activation)
@@ -225,7 +231,8 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
       likelihood=model_config.likelihood,
       observation_shape=shape,
       fixed_logvar=_parse_logvar(model_config.gaussian_logvar),
-      pose_warp=PoseWarp() if model_config.decoder_warp == "rigid" else None,
+      pose_warp=(None if model_config.decoder_warp == "none"
+                 else PoseWarp(dedicated=model_config.decoder_warp == "rigid_dedicated")),
   )
 
 

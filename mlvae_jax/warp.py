@@ -5,6 +5,11 @@ by an angle and moved by a shift, both linear in the style code. It is the spati
 transformer (Jaderberg et al. 2015) used as a decoder, as in spatial-VAE (Bepler et al. 2019):
 content only has to say *what* to draw in one pose, style says *where and at which angle*, so
 an object's identity need not be learnt separately at every angle (docs/model.md, section 1).
+Two ways to read the pose: `rigid` maps the whole style code linearly to it (the decoder
+still sees all of style, so it may draw pose itself and leave the warp idle); with
+`rigid_dedicated` the first three style dimensions are the pose (angle pi s_0, shift
+(s_1, s_2) / 2, so the N(0, 1) prior spans a half turn and half the canvas at one sd) and
+the decoder does not see them, as spatial-VAE's generator does not.
 
 Coordinates are normalised to [-1, 1] over pixel centres' extent (x along width, y along
 height). Output pixel p shows the canvas at R(angle) (p - shift): the canvas' centre moves to
@@ -18,7 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-WARPS = ("none", "rigid")  # model.decoder_warp
+WARPS = ("none", "rigid", "rigid_dedicated")  # model.decoder_warp
+POSE_DIMS = 3  # angle, shift x, shift y
+_DEDICATED_SCALE = (jnp.pi, 0.5, 0.5)
 
 
 def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array) -> jax.Array:
@@ -42,12 +49,22 @@ def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array) -> jax.Arr
 
 
 class PoseWarp(nn.Module):
-  """Reads (angle, shift x, shift y) linearly from the style code and warps the canvas by it.
+  """Reads (angle, shift x, shift y) from the style code and warps the canvas by it.
 
-  The map starts at zero, so an untrained model's warp is the identity and the decoder alone
-  draws, as without a warp; training moves pose into the style dimensions that predict it."""
+  Learned (`dedicated=False`), the map starts at zero, so an untrained model's warp is the
+  identity and the decoder alone draws, as without a warp. Dedicated, the pose is the first
+  POSE_DIMS style dimensions, scaled, and `drawn_style` hides them from the decoder."""
+
+  dedicated: bool = False
+
+  def drawn_style(self, style: jax.Array) -> jax.Array:
+    """The style dimensions the decoder sees."""
+    return style[:, POSE_DIMS:] if self.dedicated else style
 
   @nn.compact
   def __call__(self, canvas: jax.Array, style: jax.Array) -> jax.Array:
-    pose = nn.Dense(3, kernel_init=nn.initializers.zeros, name="pose")(style)
+    if self.dedicated:
+      pose = style[:, :POSE_DIMS] * jnp.asarray(_DEDICATED_SCALE, style.dtype)
+    else:
+      pose = nn.Dense(POSE_DIMS, kernel_init=nn.initializers.zeros, name="pose")(style)
     return rigid_warp(canvas, pose[:, 0], pose[:, 1:])

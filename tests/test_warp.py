@@ -70,12 +70,32 @@ def test_model_with_warp_starts_as_the_plain_decoder_and_poses_from_style():
   np.testing.assert_allclose(turned[1], canvas[1], atol=1e-5)  # style 1 has no pose
 
 
-@pytest.mark.parametrize("setting, shape, message", [
-    ("affine", (32, 32, 1), "decoder_warp"),
-    ("rigid", (10,), "warps images"),
-])
-def test_bad_warp_config_is_explained(setting, shape, message):
+def test_dedicated_pose_dims_move_the_drawing_and_nothing_else():
+  """With 'rigid_dedicated' the first three style dimensions are the pose (angle pi s_0,
+  shift s_1:3 / 2) and the decoder never sees them: changing them only warps the canvas."""
   config = configs.base_config().model
-  config.decoder_warp = setting
+  config.update(family="mlp", hidden=16, content_dim=2, style_dim=5, decoder_warp="rigid_dedicated")
+  model = models.build_model(config, (8, 8, 1))
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+  assert "pose_warp" not in params and params["decoder"]["Dense_0"]["kernel"].shape == (4, 16)
+  rng = np.random.default_rng(2)
+  content, rest = jnp.float32(rng.normal(size=(3, 2))), jnp.float32(rng.normal(size=(3, 2)))
+  pose = jnp.float32(rng.normal(size=(3, 3)))
+  decode = lambda style: model.apply({"params": params}, content, style, method="decode").loc
+  canvas = decode(jnp.concatenate([jnp.zeros((3, 3)), rest], axis=1))
+  posed = decode(jnp.concatenate([pose, rest], axis=1))
+  want = [reference.rigid_warp(np.asarray(canvas[i]), np.pi * pose[i, 0], np.asarray(pose[i, 1:]) / 2)
+          for i in range(3)]
+  np.testing.assert_allclose(posed, np.stack(want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("setting, shape, style_dim, message", [
+    ("affine", (32, 32, 1), 6, "decoder_warp"),
+    ("rigid", (10,), 6, "warps images"),
+    ("rigid_dedicated", (8, 8, 1), 2, "style_dim=2 is fewer"),
+])
+def test_bad_warp_config_is_explained(setting, shape, style_dim, message):
+  config = configs.base_config().model
+  config.update(decoder_warp=setting, style_dim=style_dim)
   with pytest.raises(ValueError, match=message):
     models.build_model(config, shape)
