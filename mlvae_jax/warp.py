@@ -8,7 +8,8 @@ an object's identity need not be learnt separately at every angle (docs/model.md
 Two ways to read the pose: `rigid` maps the whole style code linearly to it (the decoder
 still sees all of style, so it may draw pose itself and leave the warp idle); with
 `rigid_dedicated` the first three style dimensions are the pose (angle pi s_0, shift
-(s_1, s_2) / 2, so the N(0, 1) prior spans a half turn and half the canvas at one sd) and
+(s_1, s_2) / 2, so one sd of the N(0, 1) prior is a half turn and a quarter of the
+canvas) and
 the decoder does not see them, as spatial-VAE's generator does not.
 
 Coordinates are normalised to [-1, 1] over pixel centres' extent (x along width, y along
