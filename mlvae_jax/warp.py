@@ -9,8 +9,7 @@ Two ways to read the pose: `rigid` maps the whole style code linearly to it (the
 still sees all of style, so it may draw pose itself and leave the warp idle); with
 `rigid_dedicated` the first three style dimensions are the pose (angle pi s_0, shift
 (s_1, s_2) / 2, so one sd of the N(0, 1) prior is a half turn and a quarter of the
-canvas) and
-the decoder does not see them, as spatial-VAE's generator does not.
+canvas) and the decoder does not see them, as spatial-VAE's generator does not.
 
 Coordinates are normalised to [-1, 1] over pixel centres' extent (x along width, y along
 height). Output pixel p shows the canvas at R(angle) (p - shift): the canvas' centre moves to
