@@ -63,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
   # its means) | isotropic (one learned variance for every input and dimension)
   c.model.content_variance = "per_image"
   # none (the paper) | rigid: the decoder's canvas is turned and moved by a pose read linearly
-  # from the style code (a spatial-transformer decoder; mlvae_jax/warp.py)
+  # from the style code (a spatial-transformer decoder; mlvae_jax/warp.py) | rigid_dedicated:
+  # the first three style dimensions are that pose and the decoder does not see them
   c.model.decoder_warp = "none"
 
   c.objective = ml_collections.ConfigDict()

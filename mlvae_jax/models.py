@@ -172,10 +172,9 @@ class MLVAE(nn.Module):
     return self.encoder(x)
 
   def decode(self, content: jax.Array, style: jax.Array) -> Likelihood:
-    if self.pose_warp is None:
-      loc = self.decoder(jnp.concatenate([content, style], axis=-1))
-    else:
-      loc = self.decoder(jnp.concatenate([content, self.pose_warp.drawn_style(style)], axis=-1))
+    drawn = style if self.pose_warp is None else self.pose_warp.drawn_style(style)
+    loc = self.decoder(jnp.concatenate([content, drawn], axis=-1))
+    if self.pose_warp is not None:
       loc = self.pose_warp(loc, style)
     if self.likelihood == "bernoulli":
       return Likelihood(loc)
