@@ -75,6 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight of HSIC(style means, group membership) added to the loss (0: the paper's objective);
   # see mlvae_jax/independence.py.
   c.objective.style_hsic_weight = 0.0
+  # Weight of the supervised contrastive loss of the content means against group membership
+  # (0: the paper's objective) and its temperature; see mlvae_jax/contrast.py.
+  c.objective.content_contrast_weight = 0.0
+  c.objective.content_contrast_temperature = 1.0
   c.objective.kl_warmup_steps = 0  # both KL weights rise linearly from 0 over these steps
   # Fraction of groups whose q(C_G | X_G) is one random member's q(C | x_j) instead of the
   # product (0: the paper's objective); trains strategy-1 content (docs/model.md, section 1).

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlvae_jax import groups, independence
+from mlvae_jax import contrast, groups, independence
 from mlvae_jax.configs import VARIANTS, check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
@@ -159,6 +159,10 @@ def group_elbo(
   if objective_config.style_hsic_weight:  # a static switch: the paper's objective pays nothing
     extra["style_hsic"] = independence.style_group_hsic(posterior.style_mu, group_ids, mask)
     loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
+  if objective_config.content_contrast_weight:  # static, like the HSIC
+    extra["content_contrast"] = contrast.content_group_contrast(
+        posterior.content_mu, group_ids, mask, objective_config.content_contrast_temperature)
+    loss = loss + objective_config.content_contrast_weight * extra["content_contrast"]
   num_observations = jnp.maximum(jnp.sum(mask), 1)
   dims_per_group = num_observations / num_valid * math.prod(x.shape[1:])
   metrics = {
@@ -182,6 +186,11 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= rate <= 1.0:
     raise ValueError(f"objective.single_member_rate is {rate}; it is a probability: set it "
                      "in [0, 1] (0 is the paper's objective)")
+  if objective_config.content_contrast_weight < 0 or objective_config.content_contrast_temperature <= 0:
+    raise ValueError(
+        f"objective.content_contrast_weight is {objective_config.content_contrast_weight} and "
+        f"objective.content_contrast_temperature {objective_config.content_contrast_temperature}; "
+        "set the weight >= 0 (0 is the paper's objective) and the temperature > 0")
   masking = objective_config.input_masking
   if not 0.0 <= masking < 1.0:
     raise ValueError(f"objective.input_masking is {masking}; it is the fraction of input values "
