@@ -1,6 +1,5 @@
 """The content-group contrastive term against a float64 NumPy reference with explicit loops."""
 
-import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mlvae_jax import configs, contrast, objectives
-from tests import reference
+from tests import reference, strategies
 
 
 def reference_contrast(mu: np.ndarray, group_ids: np.ndarray, mask: np.ndarray,
@@ -34,25 +33,10 @@ def _score(mu, group_ids, mask, temperature=1.0) -> float:
                                                jnp.asarray(mask), temperature))
 
 
-@st.composite
-def ragged_batches(draw):
-  n = draw(st.integers(1, 24))
-  sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=6))
-  ids = np.repeat(np.arange(len(sizes)), sizes)[:n]
-  valid = len(ids)
-  group_ids = np.full(n, len(sizes), np.int32)  # padding rows carry id G
-  group_ids[:valid] = ids
-  mask = np.arange(n) < valid
-  mu = draw(hnp.arrays(np.float32, (n, 3), elements=st.floats(-3, 3, width=32)))
-  mu[~mask] = 1e4  # garbage in padding rows must not matter
-  temperature = draw(st.sampled_from([0.1, 1.0, 10.0]))
-  return mu, group_ids, mask, temperature
-
-
 @settings(max_examples=40, deadline=None)
-@given(ragged_batches())
-def test_matches_reference_on_ragged_batches(batch):
-  mu, group_ids, mask, temperature = batch
+@given(strategies.ragged_rows(min_rows=1, max_group_size=6, bound=3.0), st.sampled_from([0.1, 1.0, 10.0]))
+def test_matches_reference_on_ragged_batches(batch, temperature):
+  mu, group_ids, mask = batch
   np.testing.assert_allclose(_score(mu, group_ids, mask, temperature),
                              reference_contrast(mu, group_ids, mask, temperature),
                              rtol=1e-4, atol=1e-4)

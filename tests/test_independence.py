@@ -1,13 +1,13 @@
 """The style-group HSIC against a float64 NumPy reference with explicit matrices and loops."""
 
-import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from mlvae_jax import independence
+from tests import strategies
 
 
 def reference_hsic(style: np.ndarray, group_ids: np.ndarray, mask: np.ndarray) -> float:
@@ -29,22 +29,8 @@ def reference_hsic(style: np.ndarray, group_ids: np.ndarray, mask: np.ndarray) -
   return float(value / (m * (m - 3)))
 
 
-@st.composite
-def ragged_batches(draw):
-  n = draw(st.integers(4, 24))
-  sizes = draw(st.lists(st.integers(1, 5), min_size=1, max_size=6))
-  ids = np.repeat(np.arange(len(sizes)), sizes)[:n]
-  valid = len(ids)
-  group_ids = np.full(n, len(sizes), np.int32)  # padding rows carry id G
-  group_ids[:valid] = ids
-  mask = np.arange(n) < valid
-  style = draw(hnp.arrays(np.float32, (n, 3), elements=st.floats(-4, 4, width=32)))
-  style[~mask] = 1e4  # garbage in padding rows must not matter
-  return style, group_ids, mask
-
-
 @settings(max_examples=25, deadline=None)
-@given(ragged_batches())
+@given(strategies.ragged_rows(min_rows=4, max_group_size=5, bound=4.0))
 def test_matches_reference_on_ragged_batches(batch):
   style, group_ids, mask = batch
   if mask.sum() < 4:  # the unbiased estimator needs m >= 4
