@@ -24,6 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mlvae_jax.independence import pairwise_sq_distances
+
 # Stands in for -inf in the softmax's denominator: a finite value keeps the gradient of a row
 # with no other valid row at 0 rather than NaN.
 _EXCLUDED = -1e30
@@ -33,8 +35,7 @@ def content_group_contrast(content_mu: jax.Array, group_ids: jax.Array, mask: ja
                            temperature: float = 1.0) -> jax.Array:
   """The mean supervised contrastive loss of `content_mu` [N, D] rows against group membership."""
   n = content_mu.shape[0]
-  sq_norms = jnp.sum(content_mu**2, axis=-1)
-  sq_dist = jnp.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * content_mu @ content_mu.T, 0.0)
+  sq_dist = pairwise_sq_distances(content_mu)
   others = mask[:, None] & mask[None, :] & ~jnp.eye(n, dtype=bool)
   positives = others & (group_ids[:, None] == group_ids[None, :])
   logits = jnp.where(others, -sq_dist / temperature, _EXCLUDED)

@@ -41,6 +41,12 @@ import jax.numpy as jnp
 BANDWIDTH_SCALES = (1.0 / 16.0, 1.0 / 4.0, 1.0)
 
 
+def pairwise_sq_distances(z: jax.Array) -> jax.Array:
+  """|z_i - z_j|^2 for every pair of rows of `z` [N, D], by one matrix product (clipped at 0)."""
+  sq_norms = jnp.sum(z**2, axis=-1)
+  return jnp.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * z @ z.T, 0.0)
+
+
 def style_group_hsic(style: jax.Array, group_ids: jax.Array, mask: jax.Array,
                      bandwidth_scales: tuple[float, ...] = BANDWIDTH_SCALES) -> jax.Array:
   """Unbiased HSIC between rows of `style` [N, D] and group membership, over rows where `mask`."""
@@ -50,8 +56,7 @@ def style_group_hsic(style: jax.Array, group_ids: jax.Array, mask: jax.Array,
   mean = jnp.sum(style * valid[:, None], axis=0) / m
   std = jnp.sqrt(jnp.sum((style - mean) ** 2 * valid[:, None], axis=0) / m)
   style = (style - mean) / jax.lax.stop_gradient(jnp.maximum(std, 1e-6))
-  sq_norms = jnp.sum(style**2, axis=-1)
-  sq_dist = jnp.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * style @ style.T, 0.0)
+  sq_dist = pairwise_sq_distances(style)
   mean_sq_dist = jnp.sum(sq_dist * off_diagonal) / jnp.maximum(jnp.sum(off_diagonal), 1.0)
   bandwidth = jax.lax.stop_gradient(jnp.maximum(mean_sq_dist, 1e-6))
   kernel = sum(jnp.exp(-sq_dist / (2.0 * scale * bandwidth)) for scale in bandwidth_scales)
