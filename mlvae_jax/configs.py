@@ -79,6 +79,12 @@ def base_config() -> ml_collections.ConfigDict:
   # (0: the paper's objective) and its temperature; see mlvae_jax/contrast.py.
   c.objective.content_contrast_weight = 0.0
   c.objective.content_contrast_temperature = 1.0
+  # Weight of the angle-equivariance term (0: the paper's objective): the rigid_dedicated warp's
+  # angle read from an input turned by up to max_turn radians must turn with it, modulo 2 pi /
+  # symmetry (the data's largest rotational symmetry order); see mlvae_jax/equivariance.py.
+  c.objective.angle_equivariance_weight = 0.0
+  c.objective.angle_equivariance_symmetry = 1
+  c.objective.angle_equivariance_max_turn = 0.39269908  # pi / 8
   c.objective.kl_warmup_steps = 0  # both KL weights rise linearly from 0 over these steps
   # Fraction of groups whose q(C_G | X_G) is one random member's q(C | x_j) instead of the
   # product (0: the paper's objective); trains strategy-1 content (docs/model.md, section 1).

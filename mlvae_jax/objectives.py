@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlvae_jax import contrast, groups, independence
+from mlvae_jax import contrast, equivariance, groups, independence, warp
 from mlvae_jax.configs import VARIANTS, check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
@@ -191,6 +191,16 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
         f"objective.content_contrast_weight is {objective_config.content_contrast_weight} and "
         f"objective.content_contrast_temperature {objective_config.content_contrast_temperature}; "
         "set the weight >= 0 (0 is the paper's objective) and the temperature > 0")
+  symmetry = objective_config.angle_equivariance_symmetry
+  max_turn = objective_config.angle_equivariance_max_turn
+  if (objective_config.angle_equivariance_weight < 0 or not isinstance(symmetry, int)
+      or symmetry < 1 or not 0.0 < max_turn <= math.pi / max(symmetry, 1)):
+    raise ValueError(
+        f"objective.angle_equivariance_weight is {objective_config.angle_equivariance_weight}, "
+        f"angle_equivariance_symmetry {symmetry!r} and angle_equivariance_max_turn {max_turn}; "
+        "set the weight >= 0 (0 is the paper's objective), the symmetry to an integer >= 1 (the "
+        "data's largest rotational symmetry order, 1 for none) and the max turn in "
+        "(0, pi / symmetry] radians, so a turn is never mistaken for a symmetry")
   masking = objective_config.input_masking
   if not 0.0 <= masking < 1.0:
     raise ValueError(f"objective.input_masking is {masking}; it is the fraction of input values "
@@ -211,6 +221,22 @@ def kl_warmup_scale(step: jax.Array | None, warmup_steps: int) -> jax.Array | fl
   return jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
 
 
+def angle_equivariance_term(
+    model: MLVAE, variables: dict, x: jax.Array, posterior: Posterior, mask: jax.Array,
+    rng: jax.Array, objective_config: ml_collections.ConfigDict,
+) -> jax.Array:
+  """`equivariance.angle_equivariance` of the encoder on `x` and on `x` turned about its
+  centroids by turns drawn uniformly in [-max_turn, max_turn]; `posterior` is q(. | x)."""
+  n = x.shape[0]
+  max_turn = objective_config.angle_equivariance_max_turn
+  turn = jax.random.uniform(rng, (n,), x.dtype, -max_turn, max_turn)
+  turned = model.apply(variables, equivariance.turn_about_centroids(x, turn), method="encode")
+  angle, angle_var = warp.dedicated_angle_posterior(posterior.style_mu, posterior.style_logvar)
+  turned_angle, turned_var = warp.dedicated_angle_posterior(turned.style_mu, turned.style_logvar)
+  return equivariance.angle_equivariance(angle, angle_var, turned_angle, turned_var, turn, mask,
+                                         objective_config.angle_equivariance_symmetry)
+
+
 def make_loss_fn(
     model: MLVAE, config: ml_collections.ConfigDict
 ) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
@@ -219,6 +245,11 @@ def make_loss_fn(
   the product and the encoder sees clean inputs: `single_member_rate` and `input_masking` shape
   training only, held-out ELBOs stay the paper's."""
   check_objective_config(config.objective)
+  if config.objective.angle_equivariance_weight and config.model.decoder_warp != "rigid_dedicated":
+    raise ValueError(
+        "objective.angle_equivariance_weight > 0 trains the angle of "
+        f"model.decoder_warp='rigid_dedicated', but the warp is {config.model.decoder_warp!r}; "
+        "set --config.model.decoder_warp=rigid_dedicated or the weight to 0")
   training_config = config.objective
   evaluation_config = ml_collections.ConfigDict(training_config.to_dict())
   evaluation_config.single_member_rate = 0.0
@@ -245,7 +276,13 @@ def make_loss_fn(
     def decode(content: jax.Array, style: jax.Array) -> Likelihood:
       return model.apply(variables, content, style, method="decode")
 
-    return group_elbo(posterior, decode, batch, noise, num_groups, objective_config,
-                      kl_warmup_scale(step, objective_config.kl_warmup_steps))
+    loss, metrics = group_elbo(posterior, decode, batch, noise, num_groups, objective_config,
+                               kl_warmup_scale(step, objective_config.kl_warmup_steps))
+    if objective_config.angle_equivariance_weight:  # static, like the HSIC
+      term = angle_equivariance_term(model, variables, encoder_input, posterior, batch["mask"],
+                                     jax.random.fold_in(rng, 3), objective_config)
+      loss = loss + objective_config.angle_equivariance_weight * term
+      metrics = {**metrics, "loss": loss, "angle_equivariance": term}
+    return loss, metrics
 
   return loss_fn

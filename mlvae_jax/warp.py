@@ -28,24 +28,41 @@ POSE_DIMS = 3  # angle, shift x, shift y
 _DEDICATED_SCALE = (jnp.pi, 0.5, 0.5)
 
 
-def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array) -> jax.Array:
-  """`images` [N, H, W, C] turned by `angle` [N] (radians) and moved by `shift` [N, 2] (x, y)."""
+def dedicated_pose(style: jax.Array) -> jax.Array:
+  """(angle, shift x, shift y) [N, 3] that `rigid_dedicated` reads from style [N, Ds]."""
+  return style[:, :POSE_DIMS] * jnp.asarray(_DEDICATED_SCALE, style.dtype)
+
+
+def dedicated_angle_posterior(style_mu: jax.Array, style_logvar: jax.Array
+                              ) -> tuple[jax.Array, jax.Array]:
+  """Mean and variance [N] of the `rigid_dedicated` angle (radians) under q(S | x)."""
+  scale = _DEDICATED_SCALE[0]
+  return scale * style_mu[:, 0], scale**2 * jnp.exp(style_logvar[:, 0])
+
+
+def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array,
+               centre: jax.Array | None = None) -> jax.Array:
+  """`images` [N, H, W, C] turned by `angle` [N] (radians) and moved by `shift` [N, 2] (x, y):
+  output pixel p shows the image at centre + R(angle) (p - shift), `centre` [N, 2] (default
+  the origin). `shift = centre = c` turns each image about its point c in place."""
   height, width = images.shape[1:3]
+  if centre is None:
+    centre = jnp.zeros_like(shift)
   y = (jnp.arange(height) + 0.5) / height * 2 - 1
   x = (jnp.arange(width) + 0.5) / width * 2 - 1
   grid_y, grid_x = jnp.meshgrid(y, x, indexing="ij")
 
-  def one(image, a, t):
+  def one(image, a, t, c):
     dx, dy = grid_x - t[0], grid_y - t[1]
     cos, sin = jnp.cos(a), jnp.sin(a)
-    source_x, source_y = cos * dx - sin * dy, sin * dx + cos * dy
+    source_x, source_y = c[0] + cos * dx - sin * dy, c[1] + sin * dx + cos * dy
     rows = (source_y + 1) / 2 * height - 0.5
     cols = (source_x + 1) / 2 * width - 0.5
     sample = lambda channel: jax.scipy.ndimage.map_coordinates(
         channel, [rows, cols], order=1, mode="nearest")
     return jax.vmap(sample, in_axes=-1, out_axes=-1)(image)
 
-  return jax.vmap(one)(images, angle, shift)
+  return jax.vmap(one)(images, angle, shift, centre)
 
 
 class PoseWarp(nn.Module):
@@ -64,7 +81,7 @@ class PoseWarp(nn.Module):
   @nn.compact
   def __call__(self, canvas: jax.Array, style: jax.Array) -> jax.Array:
     if self.dedicated:
-      pose = style[:, :POSE_DIMS] * jnp.asarray(_DEDICATED_SCALE, style.dtype)
+      pose = dedicated_pose(style)
     else:
       pose = nn.Dense(POSE_DIMS, kernel_init=nn.initializers.zeros, name="pose")(style)
     return rigid_warp(canvas, pose[:, 0], pose[:, 1:])

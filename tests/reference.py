@@ -82,9 +82,10 @@ def group_elbo(
   return terms
 
 
-def rigid_warp(image: np.ndarray, angle: float, shift: tuple[float, float]) -> np.ndarray:
+def rigid_warp(image: np.ndarray, angle: float, shift: tuple[float, float],
+               centre: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
   """One [H, W, C] image resampled pixel by pixel: output pixel p reads the image at
-  R(angle) (p - shift) in [-1, 1] coordinates, bilinearly, the edge repeating beyond it."""
+  centre + R(angle) (p - shift) in [-1, 1] coordinates, bilinearly, the edge repeating."""
   image = np.asarray(image, np.float64)
   height, width = image.shape[:2]
   out = np.zeros_like(image)
@@ -93,8 +94,8 @@ def rigid_warp(image: np.ndarray, angle: float, shift: tuple[float, float]) -> n
     for j in range(width):
       px = (j + 0.5) / width * 2 - 1 - shift[0]
       py = (i + 0.5) / height * 2 - 1 - shift[1]
-      col = ((cos * px - sin * py) + 1) / 2 * width - 0.5
-      row = ((sin * px + cos * py) + 1) / 2 * height - 0.5
+      col = ((centre[0] + cos * px - sin * py) + 1) / 2 * width - 0.5
+      row = ((centre[1] + sin * px + cos * py) + 1) / 2 * height - 0.5
       r0, c0 = int(np.floor(row)), int(np.floor(col))
       fr, fc = row - r0, col - c0
       for dr, wr in ((0, 1 - fr), (1, fr)):

@@ -1,5 +1,7 @@
 """The diagnostic scripts in tools/ run end to end on small real runs and refuse bad input."""
 
+import json
+import math
 import os
 import pathlib
 import re
@@ -78,3 +80,29 @@ def test_unseen_geometry_refuses_a_run_without_held_out_digits(tmp_path, data_di
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("unseen_geometry.py: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _angle_learnability(*args):
+  return subprocess.run([sys.executable, "tools/angle_learnability.py", "experiments/shapes.py:smoke",
+                         *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_angle_learnability_trains_the_encoder_on_the_term_alone(tmp_path):
+  result = _angle_learnability("--steps=3", "--batch_size=8", "--log_every=2",
+                               "--shapes=heart,square", f"--json={tmp_path / 'rows.json'}")
+  assert result.returncode == 0, result.stderr
+  rows = json.loads((tmp_path / "rows.json").read_text())
+  assert [row["step"] for row in rows] == [2, 3]  # every log_every steps and the last
+  for row in rows:
+    assert set(row) == {"step", "train_term", "held_out_term", "slope_heart", "slope_square"}
+    assert all(math.isfinite(value) for value in row.values())
+    # an untrained angle is far from pinned: the spread part alone is pi^2 exp(logvar) ~ 10
+    assert row["held_out_term"] > 1.0
+  assert result.stdout.splitlines()[0] == "step | train_term | held_out_term | slope_heart | slope_square"
+
+
+def test_angle_learnability_names_the_valid_shapes():
+  result = _angle_learnability("--steps=1", "--shapes=star")
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "--shapes: 'star' is not a grouped_shapes shape; use some of ['square', 'ellipse', 'heart']")
