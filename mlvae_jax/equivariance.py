@@ -24,6 +24,12 @@ the ELBO: the loss adds it with its weight (docs/model.md, section 1).
 
 The turn is about the image's intensity centroid (a single object's centre), with the warp's
 bilinear sampler, so the object stays in place and only its angle changes.
+
+What it does not do (docs/shapes/README.md): make an ordinary encoder's angle follow turns.
+When turning leaves the data's distribution unchanged, E_x[a(turn(x, delta)) - a(x)] = 0 for
+any continuous angle a, so only an angle with a cut (a sawtooth, which the periodic loss
+forgives) can follow turns, and training has to grow that cut from nothing: the term pins the
+angle at once and the following creeps. An angle equivariant by construction is the lead.
 """
 
 from __future__ import annotations
