@@ -10,6 +10,7 @@ every setting of its type, so config.json records exactly what was measured.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Mapping
 
 import ml_collections
@@ -84,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   # symmetry (the data's largest rotational symmetry order); see mlvae_jax/equivariance.py.
   c.objective.angle_equivariance_weight = 0.0
   c.objective.angle_equivariance_symmetry = 1
-  c.objective.angle_equivariance_max_turn = 0.39269908  # pi / 8
+  c.objective.angle_equivariance_max_turn = math.pi / 8
   c.objective.kl_warmup_steps = 0  # both KL weights rise linearly from 0 over these steps
   # Fraction of groups whose q(C_G | X_G) is one random member's q(C | x_j) instead of the
   # product (0: the paper's objective); trains strategy-1 content (docs/model.md, section 1).

@@ -45,8 +45,7 @@ def intensity_centroids(images: jax.Array) -> jax.Array:
   coordinates; an image without positive values has its centre at the origin."""
   height, width = images.shape[1:3]
   weights = jnp.sum(jnp.maximum(images, 0.0), axis=-1)  # [N, H, W]
-  y = (jnp.arange(height) + 0.5) / height * 2 - 1
-  x = (jnp.arange(width) + 0.5) / width * 2 - 1
+  y, x = warp.pixel_centres(height), warp.pixel_centres(width)
   total = jnp.sum(weights, axis=(1, 2))
   safe_total = jnp.where(total > 0, total, 1.0)
   centre_x = jnp.sum(weights * x[None, None, :], axis=(1, 2)) / safe_total

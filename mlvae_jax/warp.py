@@ -40,6 +40,11 @@ def dedicated_angle_posterior(style_mu: jax.Array, style_logvar: jax.Array
   return scale * style_mu[:, 0], scale**2 * jnp.exp(style_logvar[:, 0])
 
 
+def pixel_centres(size: int) -> jax.Array:
+  """The [-1, 1] coordinates of `size` pixel centres along one axis (the warp's convention)."""
+  return (jnp.arange(size) + 0.5) / size * 2 - 1
+
+
 def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array,
                centre: jax.Array | None = None) -> jax.Array:
   """`images` [N, H, W, C] turned by `angle` [N] (radians) and moved by `shift` [N, 2] (x, y):
@@ -48,9 +53,7 @@ def rigid_warp(images: jax.Array, angle: jax.Array, shift: jax.Array,
   height, width = images.shape[1:3]
   if centre is None:
     centre = jnp.zeros_like(shift)
-  y = (jnp.arange(height) + 0.5) / height * 2 - 1
-  x = (jnp.arange(width) + 0.5) / width * 2 - 1
-  grid_y, grid_x = jnp.meshgrid(y, x, indexing="ij")
+  grid_y, grid_x = jnp.meshgrid(pixel_centres(height), pixel_centres(width), indexing="ij")
 
   def one(image, a, t, c):
     dx, dy = grid_x - t[0], grid_y - t[1]
