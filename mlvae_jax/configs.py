@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
   # from the style code (a spatial-transformer decoder; mlvae_jax/warp.py) | rigid_dedicated:
   # the first three style dimensions are that pose and the decoder does not see them
   c.model.decoder_warp = "none"
+  # With decoder_warp='rigid_dedicated', where that pose's means come from: encoder (learned) |
+  # moments (the image's centroid and moment angle, and the encoder sees the image brought back
+  # to that pose; mlvae_jax/canonical.py), from the harmonic orders in canonical_harmonics
+  c.model.pose_from = "encoder"
+  c.model.canonical_harmonics = "1,2,3,4"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.variant = "mlvae"  # mlvae | gvae | vae (iid baseline: every observation its own group)

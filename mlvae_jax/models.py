@@ -15,12 +15,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mlvae_jax import canonical
 from mlvae_jax.configs import check_choice
-from mlvae_jax.warp import POSE_DIMS, WARPS, PoseWarp
+from mlvae_jax.warp import POSE_DIMS, WARPS, PoseWarp, dedicated_style
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")
 CONTENT_VARIANCES = ("per_image", "shared", "isotropic")  # model.content_variance: see _NormalHeads
+POSE_SOURCES = ("encoder", "moments")  # model.pose_from: see MLVAE.encode
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "relu": nn.relu,
@@ -163,13 +165,23 @@ class MLVAE(nn.Module):
   observation_shape: Sequence[int]
   fixed_logvar: float | None = None  # Gaussian only; None means learned per pixel
   pose_warp: nn.Module | None = None  # turns and moves the decoder's canvas by a pose from style
+  # Harmonic orders of the moment pose (canonical.py); None: the encoder learns the pose
+  canonical_harmonics: tuple[int, ...] | None = None
 
   def setup(self):
     if self.likelihood == "gaussian" and self.fixed_logvar is None:
       self.obs_logvar = self.param("obs_logvar", nn.initializers.zeros, tuple(self.observation_shape))
 
   def encode(self, x: jax.Array) -> Posterior:
-    return self.encoder(x)
+    """q(C | x) and q(S | x). With a moment pose the encoder sees x in its canonical frame
+    (centred, turned back) and the pose dimensions' means are that pose, so the warp undoes
+    exactly what the canonicalisation did; their variances stay the encoder's."""
+    if self.canonical_harmonics is None:
+      return self.encoder(x)
+    angle, centres = canonical.canonical_pose(x, self.canonical_harmonics)
+    posterior = self.encoder(canonical.to_canonical_frame(x, angle, centres))
+    pose_mu = dedicated_style(angle, centres).astype(posterior.style_mu.dtype)
+    return posterior._replace(style_mu=posterior.style_mu.at[:, :POSE_DIMS].set(pose_mu))
 
   def decode(self, content: jax.Array, style: jax.Array) -> Likelihood:
     drawn = style if self.pose_warp is None else self.pose_warp.drawn_style(style)
@@ -198,6 +210,11 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
   check_choice("model.activation", model_config.activation, tuple(_ACTIVATIONS))
   check_choice("model.content_variance", model_config.content_variance, CONTENT_VARIANCES)
   check_choice("model.decoder_warp", model_config.decoder_warp, WARPS)
+  check_choice("model.pose_from", model_config.pose_from, POSE_SOURCES)
+  if model_config.pose_from == "moments" and model_config.decoder_warp != "rigid_dedicated":
+    raise ValueError(f"config.model.pose_from='moments' sets the pose that the dedicated warp "
+                     f"reads; config.model.decoder_warp={model_config.decoder_warp!r} has none. "
+                     "Set config.model.decoder_warp='rigid_dedicated' or pose_from='encoder'.")
   if model_config.decoder_warp != "none" and len(shape) != 3:
     raise ValueError(f"config.model.decoder_warp={model_config.decoder_warp!r} warps images "
                      f"[H, W, C]; got observation shape {shape}. Leave it at 'none'.")
@@ -232,6 +249,8 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
       fixed_logvar=_parse_logvar(model_config.gaussian_logvar),
       pose_warp=(None if model_config.decoder_warp == "none"
                  else PoseWarp(dedicated=model_config.decoder_warp == "rigid_dedicated")),
+      canonical_harmonics=(canonical.parse_harmonics(model_config.canonical_harmonics)
+                           if model_config.pose_from == "moments" else None),
   )
 
 

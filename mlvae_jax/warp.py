@@ -33,6 +33,13 @@ def dedicated_pose(style: jax.Array) -> jax.Array:
   return style[:, :POSE_DIMS] * jnp.asarray(_DEDICATED_SCALE, style.dtype)
 
 
+def dedicated_style(angle: jax.Array, shift: jax.Array) -> jax.Array:
+  """The first POSE_DIMS style values [N, 3] that `dedicated_pose` reads as (angle [N], shift
+  [N, 2]): its inverse."""
+  pose = jnp.concatenate([angle[:, None], shift], axis=-1)
+  return pose / jnp.asarray(_DEDICATED_SCALE, pose.dtype)
+
+
 def dedicated_angle_posterior(style_mu: jax.Array, style_logvar: jax.Array
                               ) -> tuple[jax.Array, jax.Array]:
   """Mean and variance [N] of the `rigid_dedicated` angle (radians) under q(S | x)."""
