@@ -40,6 +40,13 @@ import jax.numpy as jnp
 from mlvae_jax import equivariance, warp
 
 _GRID = 720  # candidate angles for the argmax (half a degree apart)
+# The log-variance of the pose dimensions' posterior (style units): the pose is a function of
+# x, so q is nearly a point mass (sd e^-6: 0.008 rad of angle, 0.02 pixel of shift at 32x32).
+# Left to the encoder, the angle's variance grows to the prior's, because a round canvas gives
+# it no gradient, and an angle drawn with sd pi makes a round canvas the best one: the blob
+# trap again (docs/shapes/README.md). Its KL is then a constant 5.5 nats a dimension plus
+# half the squared mean.
+POSE_LOGVAR = -12.0
 
 
 def parse_harmonics(setting: str) -> tuple[int, ...]:

@@ -174,14 +174,16 @@ class MLVAE(nn.Module):
 
   def encode(self, x: jax.Array) -> Posterior:
     """q(C | x) and q(S | x). With a moment pose the encoder sees x in its canonical frame
-    (centred, turned back) and the pose dimensions' means are that pose, so the warp undoes
-    exactly what the canonicalisation did; their variances stay the encoder's."""
+    (centred, turned back) and the pose dimensions' posterior is that pose with the fixed
+    small variance canonical.POSE_LOGVAR, so the warp undoes what the canonicalisation did."""
     if self.canonical_harmonics is None:
       return self.encoder(x)
     angle, centres = canonical.canonical_pose(x, self.canonical_harmonics)
     posterior = self.encoder(canonical.to_canonical_frame(x, angle, centres))
     pose_mu = dedicated_style(angle, centres).astype(posterior.style_mu.dtype)
-    return posterior._replace(style_mu=posterior.style_mu.at[:, :POSE_DIMS].set(pose_mu))
+    return posterior._replace(
+        style_mu=posterior.style_mu.at[:, :POSE_DIMS].set(pose_mu),
+        style_logvar=posterior.style_logvar.at[:, :POSE_DIMS].set(canonical.POSE_LOGVAR))
 
   def decode(self, content: jax.Array, style: jax.Array) -> Likelihood:
     drawn = style if self.pose_warp is None else self.pose_warp.drawn_style(style)
