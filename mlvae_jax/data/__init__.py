@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlvae_jax.data import pipeline, policies, sources, splits
+from mlvae_jax.data import pipeline, policies, shapes, sources, splits
 from mlvae_jax.data.errors import DataError
 from mlvae_jax.data.grouping import GroupCoding, group_coding
 from mlvae_jax.data.pipeline import BatchIterator
@@ -46,10 +46,14 @@ def _examples_and_rows(
 
 
 def load_split(data_config: Any, split: str) -> Split:
-  """Every example of `split` (in dataset order), with labels and factors."""
+  """Every example of `split` (in dataset order), with labels and factors; grouped_shapes'
+  rotation is taken modulo each shape's symmetry (`shapes.identifiable_factors`)."""
   examples, coding, rows = _examples_and_rows(data_config, split)
   x = examples.images[rows].astype(np.float32) / np.float32(examples.pixel_scale)
-  return Split(x=x, labels=coding.codes[rows], factors=examples.factors(rows),
+  factors = examples.factors(rows)
+  if data_config.name == "grouped_shapes":
+    factors = shapes.identifiable_factors(factors)
+  return Split(x=x, labels=coding.codes[rows], factors=factors,
                group_names=coding.names, factor_names=examples.factor_names)
 
 
