@@ -55,6 +55,7 @@ def get_config(arg=None):
     if config.model.likelihood == "gaussian":
       config.model.gaussian_logvar = "-4.0"
     config.model.decoder_warp = "rigid_dedicated"
+    config.model.pose_from = "moments"
     config.objective.content_contrast_weight = 1000.0
     config.objective.content_contrast_temperature = 0.1
   common.set_schedule(config, 10000 if shipped else 20000, log_every=100, eval_every=2000)

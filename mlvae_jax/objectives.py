@@ -103,10 +103,14 @@ def group_elbo(
     num_groups: int,
     objective_config: ml_collections.ConfigDict,
     kl_scale: jax.Array | float = 1.0,
+    fixed_style_dims: int = 0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Loss (minus the beta-weighted mean group ELBO) and the reported terms.
 
   `kl_scale` multiplies both betas in the loss (KL warm-up); the reported ELBO ignores it.
+  The first `fixed_style_dims` style means are fixed functions of x (the moment pose,
+  `model.pose_from='moments'`), left out of the style-group HSIC: no parameter moves them, and
+  in the HSIC's kernel they only add distance that drowns the learnt dimensions' dependence.
 
   `noise.content` has one row per group slot when `content_sample == 'group'` (every member
   sees the same draw of C_G, as in the paper) and one row per observation otherwise. Reported
@@ -157,7 +161,8 @@ def group_elbo(
   )
   extra = {}
   if objective_config.style_hsic_weight:  # a static switch: the paper's objective pays nothing
-    extra["style_hsic"] = independence.style_group_hsic(posterior.style_mu, group_ids, mask)
+    extra["style_hsic"] = independence.style_group_hsic(
+        posterior.style_mu[:, fixed_style_dims:], group_ids, mask)
     loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
   if objective_config.content_contrast_weight:  # static, like the HSIC
     extra["content_contrast"] = contrast.content_group_contrast(
@@ -256,6 +261,7 @@ def make_loss_fn(
   evaluation_config.input_masking = 0.0
   num_groups = config.data.num_groups
   content_dim, style_dim = config.model.content_dim, config.model.style_dim
+  fixed_style_dims = 0 if model.canonical_harmonics is None else warp.POSE_DIMS
 
   def loss_fn(
       params: dict, batch: Batch, rng: jax.Array, step: jax.Array | None = None
@@ -277,7 +283,8 @@ def make_loss_fn(
       return model.apply(variables, content, style, method="decode")
 
     loss, metrics = group_elbo(posterior, decode, batch, noise, num_groups, objective_config,
-                               kl_warmup_scale(step, objective_config.kl_warmup_steps))
+                               kl_warmup_scale(step, objective_config.kl_warmup_steps),
+                               fixed_style_dims)
     if objective_config.angle_equivariance_weight:  # static, like the HSIC
       term = angle_equivariance_term(model, variables, encoder_input, posterior, batch["mask"],
                                      jax.random.fold_in(rng, 3), objective_config)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mlvae_jax import canonical, configs, equivariance, models, warp
+from mlvae_jax import canonical, configs, equivariance, independence, models, objectives, warp
 from mlvae_jax.data import shapes
 from tests import reference
 
@@ -206,3 +206,21 @@ def test_bad_settings_are_named(update, message):
   config.update(**update)
   with pytest.raises(ValueError, match=message):
     models.build_model(config, (32, 32, 1))
+
+
+def test_the_style_hsic_leaves_out_the_moment_pose():
+  """The pose dimensions are fixed functions of x: the HSIC is taken on the learnt ones."""
+  rng = np.random.default_rng(4)
+  ids, mask = reference.random_ragged_ids(rng, 8, 3)
+  batch = {"x": _renders(1, 5, 8, seed=2), "group_ids": jnp.asarray(ids), "mask": jnp.asarray(mask)}
+  config = _config()
+  config.data.num_groups = 3
+  config.objective.style_hsic_weight = 10.0
+  model = models.build_model(config.model, (32, 32, 1))
+  params = model.init(jax.random.key(0), batch["x"])["params"]
+  _, metrics = objectives.make_loss_fn(model, config)(params, batch, jax.random.key(1))
+  style = model.apply({"params": params}, batch["x"], method="encode").style_mu
+  np.testing.assert_allclose(float(metrics["style_hsic"]), float(independence.style_group_hsic(
+      style[:, 3:], batch["group_ids"], batch["mask"])), rtol=1e-5, atol=1e-9)
+  assert abs(float(metrics["style_hsic"]) - float(independence.style_group_hsic(
+      style, batch["group_ids"], batch["mask"]))) > 1e-6
