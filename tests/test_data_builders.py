@@ -113,7 +113,7 @@ def test_grouped_shapes_pixels_follow_factors(data_root, resolution):
 
 def test_rotation_labels_are_taken_modulo_each_shapes_symmetry(data_root):
   """Renders a symmetry apart are the same image and get one label; renders a smaller turn
-  apart differ and keep theirs; the evaluation split carries those labels."""
+  apart differ; every shape has the same 10 phase levels; the evaluation split carries them."""
   factors = np.array([[shape, 5, rotation, 16, 16, 3] for shape in range(3)
                       for rotation in range(40)], np.int32)
   images = shapes.render(factors, 32).astype(np.int32).reshape(3, 40, -1)
@@ -121,20 +121,24 @@ def test_rotation_labels_are_taken_modulo_each_shapes_symmetry(data_root):
   np.testing.assert_array_equal(np.delete(labels, 2, axis=1), np.delete(factors, 2, axis=1))
   for shape, period in enumerate((10, 20, 40)):
     rows = labels[factors[:, 0] == shape, 2]
-    np.testing.assert_array_equal(rows, np.arange(40) % period)
+    np.testing.assert_array_equal(rows, np.arange(40) % period * 10 // period)
     for a in range(40):
       for b in range(a + 1, 40):
         gap = np.abs(images[shape, a] - images[shape, b]).max()
-        if rows[a] == rows[b]:
-          assert gap <= 1, (shape, a, b)  # uint8 rounding at most
+        if (b - a) % period == 0:
+          assert gap <= 1, (shape, a, b)  # the same image, up to uint8 rounding
+          assert rows[a] == rows[b]
         else:
           assert gap > 10, (shape, a, b)
+        if rows[a] != rows[b]:
+          assert gap > 10
   config = make_config(data_root, name="grouped_shapes", resolution=32, num_examples=3000,
                        group_by="shape,scale", validation_fraction=0)
   split, stored = data.load_split(config, "train"), sources.load_examples(config)
   raw = stored.factors(np.arange(len(stored.images)))
   assert np.max(raw[raw[:, 0] == 0, 2]) >= 10  # squares are rendered at every rotation
-  assert np.all(split.factors[:, 2] < np.asarray((10, 20, 40))[split.factors[:, 0]])
+  for shape in range(3):
+    assert set(split.factors[split.factors[:, 0] == shape, 2]) == set(range(10))
 
 
 def test_grouped_shapes_is_reproducible(data_root, tmp_path):

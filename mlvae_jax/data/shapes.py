@@ -15,6 +15,7 @@ FACTOR_SIZES = (3, 6, 40, 32, 32, 4)
 SHAPE_NAMES = ("square", "ellipse", "heart")
 # Turns that leave each shape unchanged: a square turned by a quarter, an ellipse by a half.
 SYMMETRY_ORDERS = (4, 2, 1)
+ROTATION_PHASES = 10  # evaluation's rotation levels: a square's 10 distinct rotations
 SCALES = np.linspace(0.5, 1.0, FACTOR_SIZES[1])
 ROTATIONS = np.arange(FACTOR_SIZES[2]) * (2 * np.pi / FACTOR_SIZES[2])
 POSITIONS = np.linspace(0.25, 0.75, FACTOR_SIZES[3])  # centre, as a fraction of the width
@@ -30,12 +31,14 @@ def sample_factors(rng: np.random.Generator, num: int) -> np.ndarray:
 
 
 def identifiable_factors(factors: np.ndarray) -> np.ndarray:
-  """`factors` [n, 6] with each rotation taken modulo its shape's symmetry (a square's index
-  modulo 10, an ellipse's modulo 20): renders whose rotations differ by a symmetry are the
-  same image, so no code can tell those labels apart, and evaluation scores only the rest."""
+  """`factors` [n, 6] with the rotation replaced by its phase within the shape's symmetry
+  period, in ROTATION_PHASES levels: renders a symmetry apart (a square turned by a quarter,
+  an ellipse by a half) are the same image, so no code can tell those labels apart. Equal
+  levels for every shape keep the label's distribution free of the shape (taking each index
+  modulo its period instead would let a code that knows the shape read the label's range)."""
   out = np.array(factors, copy=True)
   period = FACTOR_SIZES[2] // np.asarray(SYMMETRY_ORDERS)[out[:, 0]]
-  out[:, 2] = out[:, 2] % period
+  out[:, 2] = out[:, 2] % period * ROTATION_PHASES // period
   return out
 
 
