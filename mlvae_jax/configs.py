@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight of HSIC(style means, group membership) added to the loss (0: the paper's objective);
   # see mlvae_jax/independence.py.
   c.objective.style_hsic_weight = 0.0
+  # Weight of HSIC(content's within-group part, learnt style means) added to the loss (0: the
+  # paper's objective): content and style independent given the group; independence.py.
+  c.objective.content_style_hsic_weight = 0.0
   # Weight of the supervised contrastive loss of the content means against group membership
   # (0: the paper's objective) and its temperature; see mlvae_jax/contrast.py.
   c.objective.content_contrast_weight = 0.0

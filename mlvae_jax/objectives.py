@@ -109,7 +109,7 @@ def group_elbo(
 
   `kl_scale` multiplies both betas in the loss (KL warm-up); the reported ELBO ignores it.
   The first `fixed_style_dims` style means are fixed functions of x (the moment pose,
-  `model.pose_from='moments'`), left out of the style-group HSIC: no parameter moves them, and
+  `model.pose_from='moments'`), left out of both HSIC terms: no parameter moves them, and
   in the HSIC's kernel they only add distance that drowns the learnt dimensions' dependence.
 
   `noise.content` has one row per group slot when `content_sample == 'group'` (every member
@@ -164,6 +164,11 @@ def group_elbo(
     extra["style_hsic"] = independence.style_group_hsic(
         posterior.style_mu[:, fixed_style_dims:], group_ids, mask)
     loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
+  if objective_config.content_style_hsic_weight:  # static, like the style-group HSIC
+    extra["content_style_hsic"] = independence.within_group_content_style_hsic(
+        posterior.content_mu, posterior.style_mu[:, fixed_style_dims:], group_ids, mask,
+        num_groups)
+    loss = loss + objective_config.content_style_hsic_weight * extra["content_style_hsic"]
   if objective_config.content_contrast_weight:  # static, like the HSIC
     extra["content_contrast"] = contrast.content_group_contrast(
         posterior.content_mu, group_ids, mask, objective_config.content_contrast_temperature)
@@ -191,6 +196,10 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= rate <= 1.0:
     raise ValueError(f"objective.single_member_rate is {rate}; it is a probability: set it "
                      "in [0, 1] (0 is the paper's objective)")
+  for name in ("style_hsic_weight", "content_style_hsic_weight"):
+    if objective_config[name] < 0:
+      raise ValueError(f"objective.{name} is {objective_config[name]}; it weighs a penalty: "
+                       "set it >= 0 (0 is the paper's objective)")
   if objective_config.content_contrast_weight < 0 or objective_config.content_contrast_temperature <= 0:
     raise ValueError(
         f"objective.content_contrast_weight is {objective_config.content_contrast_weight} and "

@@ -208,19 +208,37 @@ def test_bad_settings_are_named(update, message):
     models.build_model(config, (32, 32, 1))
 
 
-def test_the_style_hsic_leaves_out_the_moment_pose():
-  """The pose dimensions are fixed functions of x: the HSIC is taken on the learnt ones."""
+def test_the_hsic_terms_leave_out_the_moment_pose():
+  """The pose dimensions are fixed functions of x: both HSIC terms take the learnt ones, and
+  the loss adds each with its weight to the paper's."""
   rng = np.random.default_rng(4)
   ids, mask = reference.random_ragged_ids(rng, 8, 3)
   batch = {"x": _renders(1, 5, 8, seed=2), "group_ids": jnp.asarray(ids), "mask": jnp.asarray(mask)}
   config = _config()
   config.data.num_groups = 3
-  config.objective.style_hsic_weight = 10.0
   model = models.build_model(config.model, (32, 32, 1))
   params = model.init(jax.random.key(0), batch["x"])["params"]
-  _, metrics = objectives.make_loss_fn(model, config)(params, batch, jax.random.key(1))
-  style = model.apply({"params": params}, batch["x"], method="encode").style_mu
-  np.testing.assert_allclose(float(metrics["style_hsic"]), float(independence.style_group_hsic(
-      style[:, 3:], batch["group_ids"], batch["mask"])), rtol=1e-5, atol=1e-9)
-  assert abs(float(metrics["style_hsic"]) - float(independence.style_group_hsic(
-      style, batch["group_ids"], batch["mask"]))) > 1e-6
+  paper_loss, _ = objectives.make_loss_fn(model, config)(params, batch, jax.random.key(1))
+  config.objective.style_hsic_weight = 10.0
+  config.objective.content_style_hsic_weight = 30.0
+  loss, metrics = objectives.make_loss_fn(model, config)(params, batch, jax.random.key(1))
+  posterior = model.apply({"params": params}, batch["x"], method="encode")
+  style_group = float(independence.style_group_hsic(
+      posterior.style_mu[:, 3:], batch["group_ids"], batch["mask"]))
+  content_style = float(independence.within_group_content_style_hsic(
+      posterior.content_mu, posterior.style_mu[:, 3:], batch["group_ids"], batch["mask"], 3))
+  np.testing.assert_allclose(float(metrics["style_hsic"]), style_group, rtol=1e-5, atol=1e-9)
+  np.testing.assert_allclose(float(metrics["content_style_hsic"]), content_style, rtol=1e-5,
+                             atol=1e-9)
+  np.testing.assert_allclose(float(loss), float(paper_loss) + 10.0 * style_group
+                             + 30.0 * content_style, rtol=1e-5)
+  assert abs(style_group - float(independence.style_group_hsic(
+      posterior.style_mu, batch["group_ids"], batch["mask"]))) > 1e-6
+
+
+@pytest.mark.parametrize("name", ["style_hsic_weight", "content_style_hsic_weight"])
+def test_negative_hsic_weights_are_named(name):
+  config = _config().objective
+  config[name] = -1.0
+  with pytest.raises(ValueError, match=f"objective.{name} is -1.0; it weighs a penalty"):
+    objectives.check_objective_config(config)
