@@ -11,11 +11,13 @@ The defaults are the best setting docs/shapes/README.md found (10,000 steps): th
 HSIC (objective.style_hsic_weight=1e5) and single-member content (rate 0.5) that
 docs/mnist/study.md found, a sharp Gaussian decoder (fixed pixel log-variance -4) whose
 canvas is turned and moved by the first three style dimensions
-(model.decoder_warp='rigid_dedicated'), and the content-group contrastive term (weight 1000,
-temperature 0.1). `previous` is the default before the last two (Bernoulli decoder, 20,000
-steps); `paper` is the paper's model and objective (Bernoulli, no warp, no extra terms). The
-same setting at 5,000 steps (the default before this length) is
-`--config.train.num_steps=5000`.
+(model.decoder_warp='rigid_dedicated'), that pose read from the image (model.pose_from=
+'moments': centroid and moment angle, the encoder seeing the image brought back to it), the
+content-group contrastive term (weight 1000, temperature 0.1) and the within-group
+content-style HSIC (objective.content_style_hsic_weight=1e5). `previous` is the default
+before the warp (Bernoulli decoder, 20,000 steps); `paper` is the paper's model and objective
+(Bernoulli, no warp, no extra terms). The default before the moment pose is
+`--config.model.pose_from=encoder --config.objective.content_style_hsic_weight=0`.
 
 Args: `smoke`, `paper`, `previous`, `resolution=32|64`, `variant=mlvae|gvae|vae`,
 `likelihood=bernoulli|gaussian` (default: gaussian, bernoulli with `paper` or `previous`; the
@@ -58,6 +60,7 @@ def get_config(arg=None):
     config.model.pose_from = "moments"
     config.objective.content_contrast_weight = 1000.0
     config.objective.content_contrast_temperature = 0.1
+    config.objective.content_style_hsic_weight = 1e5
   common.set_schedule(config, 10000 if shipped else 20000, log_every=100, eval_every=2000)
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.disentanglement = configs.evaluator("disentanglement")

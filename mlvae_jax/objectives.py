@@ -109,9 +109,8 @@ def group_elbo(
 
   `kl_scale` multiplies both betas in the loss (KL warm-up); the reported ELBO ignores it.
   The first `fixed_style_dims` style means are fixed functions of x (the moment pose,
-  `model.pose_from='moments'`), left out of the content-style HSIC: no parameter moves them,
-  and in its kernel they would only add distance. The style-group HSIC keeps them: leaving
-  them out there too was measured worse (docs/shapes/README.md: brightness left the style).
+  `model.pose_from='moments'`), left out of both HSIC terms: no parameter moves them, and
+  in the HSIC's kernel they only add distance that drowns the learnt dimensions' dependence.
 
   `noise.content` has one row per group slot when `content_sample == 'group'` (every member
   sees the same draw of C_G, as in the paper) and one row per observation otherwise. Reported
@@ -162,7 +161,8 @@ def group_elbo(
   )
   extra = {}
   if objective_config.style_hsic_weight:  # a static switch: the paper's objective pays nothing
-    extra["style_hsic"] = independence.style_group_hsic(posterior.style_mu, group_ids, mask)
+    extra["style_hsic"] = independence.style_group_hsic(
+        posterior.style_mu[:, fixed_style_dims:], group_ids, mask)
     loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
   if objective_config.content_style_hsic_weight:  # static, like the style-group HSIC
     extra["content_style_hsic"] = independence.within_group_content_style_hsic(
