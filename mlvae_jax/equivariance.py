@@ -29,7 +29,8 @@ What it does not do (docs/shapes/README.md): make an ordinary encoder's angle fo
 When turning leaves the data's distribution unchanged, E_x[a(turn(x, delta)) - a(x)] = 0 for
 any continuous angle a, so only an angle with a cut (a sawtooth, which the periodic loss
 forgives) can follow turns, and training has to grow that cut from nothing: the term pins the
-angle at once and the following creeps. An angle equivariant by construction is the lead.
+angle at once and the following creeps. `model.pose_from='moments'` (canonical.py) gives an
+angle equivariant by construction instead.
 """
 
 from __future__ import annotations
