@@ -5,7 +5,8 @@ Trains an experiment's encoder (fresh parameters) with nothing but
 renders turned by known angles, the term and the slope of the measured angle change against
 the turn for each shape (1: the angle turns with the input; 0: it ignores it). It separates
 "the term cannot teach this encoder the angle" from "the rest of the objective stops it"
-(docs/shapes/README.md).
+(docs/shapes/README.md). The encoder learns the pose whatever the experiment's
+`model.pose_from` (the moment pose needs no learning).
 
     python tools/angle_learnability.py experiments/shapes.py [--steps=400] [--symmetry=4] \
         [--shapes=heart] [--json=/tmp/angle.json]
@@ -37,6 +38,7 @@ def learn_angle(spec: str, steps: int, symmetry: int, shape_names: list[str], ba
   path, arg = split_config_spec(spec)
   config = load_module(path).get_config(arg)
   config.model.decoder_warp = "rigid_dedicated"
+  config.model.pose_from = "encoder"  # the question is a learnt angle; the moment pose is given
   config.objective.angle_equivariance_weight = 1.0
   config.objective.angle_equivariance_symmetry = symmetry
   objectives.check_objective_config(config.objective)
