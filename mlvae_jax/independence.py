@@ -96,13 +96,18 @@ def within_group_content_style_hsic(
   group. Why not HSIC(content, style) itself: its kernel's bandwidth follows the spread
   between groups, and a style factor copied into content in offsets far smaller than that
   (grouped_shapes' brightness, read at 0.9 by a 5-NN probe) scores nothing; standardised
-  residuals put the bandwidth at the within-group spread. A group of one has residual 0."""
+  residuals put the bandwidth at the within-group spread. A group of one has residual 0, and so has any
+  difference at the level of float rounding."""
   valid, off_diagonal, m = _valid_rows(mask, content.dtype)
   masked = content * valid[:, None]
   sizes = jax.ops.segment_sum(valid, group_ids, num_segments=num_groups)
   sums = jax.ops.segment_sum(masked, group_ids, num_segments=num_groups)
   means = sums / jnp.maximum(sizes, 1.0)[:, None]
-  residual = (content - jnp.take(means, jnp.clip(group_ids, 0, num_groups - 1), axis=0))
-  residual = residual * valid[:, None]
+  member_means = jnp.take(means, jnp.clip(group_ids, 0, num_groups - 1), axis=0)
+  residual = content - member_means
+  # What rounding leaves of a group-constant content is no variation: the standardisation
+  # would blow it up into a random code, and a small batch's estimate of that is far from 0.
+  rounding = 8 * jnp.finfo(content.dtype).eps * (jnp.abs(content) + jnp.abs(member_means))
+  residual = jnp.where(jnp.abs(residual) <= rounding, 0.0, residual) * valid[:, None]
   return _unbiased_hsic(_code_kernel(residual, valid, off_diagonal, m, bandwidth_scales),
                         _code_kernel(style, valid, off_diagonal, m, bandwidth_scales), m)
