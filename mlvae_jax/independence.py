@@ -34,6 +34,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mlvae_jax import groups
+
 
 # Multiples of the base bandwidth: a k-NN probe reads local structure that one wide kernel
 # smooths over (on MNIST these three lowered the style 5-NN probe from 0.56 to 0.50 at the
@@ -96,14 +98,12 @@ def within_group_content_style_hsic(
   group. Why not HSIC(content, style) itself: its kernel's bandwidth follows the spread
   between groups, and a style factor copied into content in offsets far smaller than that
   (grouped_shapes' brightness, read at 0.9 by a 5-NN probe) scores nothing; standardised
-  residuals put the bandwidth at the within-group spread. A group of one has residual 0, and so has any
-  difference at the level of float rounding."""
+  residuals put the bandwidth at the within-group spread. A group of one has residual 0, and
+  so has any difference at the level of float rounding."""
   valid, off_diagonal, m = _valid_rows(mask, content.dtype)
-  masked = content * valid[:, None]
-  sizes = jax.ops.segment_sum(valid, group_ids, num_segments=num_groups)
-  sums = jax.ops.segment_sum(masked, group_ids, num_segments=num_groups)
-  means = sums / jnp.maximum(sizes, 1.0)[:, None]
-  member_means = jnp.take(means, jnp.clip(group_ids, 0, num_groups - 1), axis=0)
+  sizes = groups.segment_sum(valid, group_ids, num_groups)
+  sums = groups.segment_sum(content * valid[:, None], group_ids, num_groups)
+  member_means = groups.gather_to_members(sums / jnp.maximum(sizes, 1.0)[:, None], group_ids)
   residual = content - member_means
   # What rounding leaves of a group-constant content is no variation: the standardisation
   # would blow it up into a random code, and a small batch's estimate of that is far from 0.

@@ -47,7 +47,7 @@ def _examples_and_rows(
 
 def load_split(data_config: Any, split: str) -> Split:
   """Every example of `split` (in dataset order), with labels and factors; grouped_shapes'
-  rotation is taken modulo each shape's symmetry (`shapes.identifiable_factors`)."""
+  rotation is its phase within the shape's symmetry period (`shapes.identifiable_factors`)."""
   examples, coding, rows = _examples_and_rows(data_config, split)
   x = examples.images[rows].astype(np.float32) / np.float32(examples.pixel_scale)
   factors = examples.factors(rows)
