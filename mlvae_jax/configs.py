@@ -81,6 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight of HSIC(style means, group membership) added to the loss (0: the paper's objective);
   # see mlvae_jax/independence.py.
   c.objective.style_hsic_weight = 0.0
+  # The group's side of that HSIC: membership ([g_i = g_j]) | content (a kernel on each
+  # group's product content mean, constant in the gradient: groups alike in content, such as
+  # two of one shape, count as alike)
+  c.objective.style_hsic_group_kernel = "membership"
   # Weight of HSIC(content's within-group part, learnt style means) added to the loss (0: the
   # paper's objective): content and style independent given the group; independence.py.
   c.objective.content_style_hsic_weight = 0.0

@@ -79,12 +79,24 @@ def _valid_rows(mask: jax.Array, dtype) -> tuple[jax.Array, jax.Array, jax.Array
 
 
 def style_group_hsic(style: jax.Array, group_ids: jax.Array, mask: jax.Array,
-                     bandwidth_scales: tuple[float, ...] = BANDWIDTH_SCALES) -> jax.Array:
-  """Unbiased HSIC between rows of `style` [N, D] and group membership, over rows where `mask`."""
+                     bandwidth_scales: tuple[float, ...] = BANDWIDTH_SCALES,
+                     group_content: jax.Array | None = None) -> jax.Array:
+  """Unbiased HSIC between rows of `style` [N, D] and the group, over rows where `mask`.
+
+  The group's kernel is membership, [g_i = g_j], unless `group_content` [N, Dc] (each member's
+  group content code) is given: then it is `_code_kernel` of that code, held constant in the
+  gradient. Membership counts two groups of one shape as unrelated, so a style code that names
+  the shape (shared by a third of the groups of a grouped_shapes batch) agrees with it only in
+  the few same-group pairs; the content kernel rates such pairs as alike, and the content code
+  only ever answers through its own terms."""
   valid, off_diagonal, m = _valid_rows(mask, style.dtype)
   kernel = _code_kernel(style, valid, off_diagonal, m, bandwidth_scales)
-  same_group = (group_ids[:, None] == group_ids[None, :]).astype(style.dtype) * off_diagonal
-  return _unbiased_hsic(kernel, same_group, m)
+  if group_content is None:
+    group_kernel = (group_ids[:, None] == group_ids[None, :]).astype(style.dtype) * off_diagonal
+  else:
+    group_kernel = _code_kernel(jax.lax.stop_gradient(group_content), valid, off_diagonal, m,
+                                bandwidth_scales)
+  return _unbiased_hsic(kernel, group_kernel, m)
 
 
 def within_group_content_style_hsic(

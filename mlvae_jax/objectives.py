@@ -21,6 +21,7 @@ from mlvae_jax.configs import VARIANTS, check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
 CONTENT_SAMPLES = ("group", "member")
+STYLE_HSIC_GROUP_KERNELS = ("membership", "content")
 
 DecodeFn = Callable[[jax.Array, jax.Array], Likelihood]
 Batch = dict[str, jax.Array]
@@ -123,6 +124,7 @@ def group_elbo(
   group_mu, group_logvar = content_posterior(
       posterior, group_ids, num_groups, mask, objective_config.variant
   )
+  product_mu = group_mu
   if objective_config.single_member_rate:  # static: the paper's objective computes nothing extra
     if noise.member_score is None or noise.group_coin is None:
       raise ValueError("objective.single_member_rate > 0 needs noise.member_score and "
@@ -161,8 +163,10 @@ def group_elbo(
   )
   extra = {}
   if objective_config.style_hsic_weight:  # a static switch: the paper's objective pays nothing
+    group_content = (groups.gather_to_members(product_mu, group_ids)
+                     if objective_config.style_hsic_group_kernel == "content" else None)
     extra["style_hsic"] = independence.style_group_hsic(
-        posterior.style_mu[:, fixed_style_dims:], group_ids, mask)
+        posterior.style_mu[:, fixed_style_dims:], group_ids, mask, group_content=group_content)
     loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
   if objective_config.content_style_hsic_weight:  # static, like the style-group HSIC
     extra["content_style_hsic"] = independence.within_group_content_style_hsic(
@@ -192,6 +196,8 @@ def check_objective_config(objective_config: ml_collections.ConfigDict) -> None:
   """Rejects unknown variants early, with the valid choices."""
   check_choice("objective.variant", objective_config.variant, VARIANTS)
   check_choice("objective.content_sample", objective_config.content_sample, CONTENT_SAMPLES)
+  check_choice("objective.style_hsic_group_kernel", objective_config.style_hsic_group_kernel,
+               STYLE_HSIC_GROUP_KERNELS)
   rate = objective_config.single_member_rate
   if not 0.0 <= rate <= 1.0:
     raise ValueError(f"objective.single_member_rate is {rate}; it is a probability: set it "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mlvae_jax import configs, models, objectives
+from mlvae_jax import configs, independence, models, objectives
 from tests import reference
 
 CONTENT_DIM, STYLE_DIM, PIXELS = 3, 2, 5
@@ -386,3 +386,30 @@ def test_single_member_rate_without_member_draws_says_how_to_draw_them():
   with pytest.raises(ValueError, match="needs noise.member_score.*sample_noise"):
     objectives.group_elbo(models.Posterior(*map(jnp.float32, post)), decode, batch, noise, 2,
                           _objective_config(single_member_rate=0.5))
+
+
+@pytest.mark.parametrize("kernel", ["membership", "content"])
+def test_style_hsic_group_kernel(kernel):
+  """The style-group HSIC's group side: membership, or the kernel of each group's product
+  content mean (float64 reference product), even in groups that train on one member's
+  content (rate 1); the loss adds it with its weight. An unknown kernel is named."""
+  post, decode, _, batch, (_, ids, mask), _ = _random_problem(7, 12, 4, 3.0, "gaussian")
+  posterior = models.Posterior(*(jnp.float32(p) for p in post))
+  config = _objective_config(single_member_rate=1.0)
+  noise = objectives.sample_noise(jax.random.PRNGKey(0), 12, 4, CONTENT_DIM, STYLE_DIM, "group", 1.0)
+  paper_loss, _ = objectives.group_elbo(posterior, decode, batch, noise, 4, config)
+  config.update(style_hsic_weight=5.0, style_hsic_group_kernel=kernel)
+  loss, metrics = objectives.group_elbo(posterior, decode, batch, noise, 4, config)
+  group_content = None
+  if kernel == "content":
+    product = {g: reference.product_of_normals(post[0][ids == g], post[1][ids == g])[0]
+               for g in np.unique(ids[mask])}
+    group_content = jnp.float32([product[g] if m else np.full(CONTENT_DIM, 1e4)
+                                 for g, m in zip(ids, mask)])
+  want = float(independence.style_group_hsic(posterior.style_mu, batch["group_ids"], batch["mask"],
+                                             group_content=group_content))
+  np.testing.assert_allclose(float(metrics["style_hsic"]), want, rtol=1e-4, atol=1e-8)
+  np.testing.assert_allclose(float(loss), float(paper_loss) + 5.0 * want, rtol=1e-5)
+  config.style_hsic_group_kernel = "shape"
+  with pytest.raises(ValueError, match="style_hsic_group_kernel.*membership.*content"):
+    objectives.check_objective_config(config)
