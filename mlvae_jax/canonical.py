@@ -108,3 +108,15 @@ def to_canonical_frame(images: jax.Array, angle: jax.Array, centres: jax.Array) 
   """Each image moved so its `centres` point is the canvas centre and turned back by `angle`:
   what the dedicated warp with pose (angle, centre) turns and moves back into the image."""
   return warp.rigid_warp(images, -angle, jnp.zeros_like(centres), centre=centres)
+
+
+def pose_features(pose_style: jax.Array, harmonics: Sequence[int]) -> jax.Array:
+  """[N, 2 + 2K] features of the moment pose held in the first `warp.POSE_DIMS` style means
+  [N, 3]: the shift, and cos / sin of k times the angle for each harmonic k. A k-fold
+  symmetric object's angle is known only modulo 2 pi / k, and its k-th harmonic features are
+  the same for every equivalent pose: a kernel on them sees a square's turn, which a kernel
+  on the raw angle (one of four arbitrary branches) blurs."""
+  pose = warp.dedicated_pose(pose_style)
+  orders = jnp.asarray(harmonics, pose.dtype)
+  turns = orders[None, :] * pose[:, :1]
+  return jnp.concatenate([pose[:, 1:], jnp.cos(turns), jnp.sin(turns)], axis=-1)

@@ -88,6 +88,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Weight of HSIC(content's within-group part, learnt style means) added to the loss (0: the
   # paper's objective): content and style independent given the group; independence.py.
   c.objective.content_style_hsic_weight = 0.0
+  # With model.pose_from='moments': that HSIC also takes the pose (shift and the angle's
+  # harmonics, its own kernel), which it otherwise leaves out like every learnt-style-only term
+  c.objective.content_style_hsic_pose = False
   # Weight of the supervised contrastive loss of the content means against group membership
   # (0: the paper's objective) and its temperature; see mlvae_jax/contrast.py.
   c.objective.content_contrast_weight = 0.0

@@ -101,7 +101,8 @@ def style_group_hsic(style: jax.Array, group_ids: jax.Array, mask: jax.Array,
 
 def within_group_content_style_hsic(
     content: jax.Array, style: jax.Array, group_ids: jax.Array, mask: jax.Array,
-    num_groups: int, bandwidth_scales: tuple[float, ...] = BANDWIDTH_SCALES) -> jax.Array:
+    num_groups: int, bandwidth_scales: tuple[float, ...] = BANDWIDTH_SCALES,
+    pose: jax.Array | None = None) -> jax.Array:
   """Unbiased HSIC between content's within-group part (each member's content mean minus its
   group's average, [N, Dc]) and style [N, Ds], over rows where `mask`.
 
@@ -111,7 +112,11 @@ def within_group_content_style_hsic(
   between groups, and a style factor copied into content in offsets far smaller than that
   (grouped_shapes' brightness, read at 0.9 by a 5-NN probe) scores nothing; standardised
   residuals put the bandwidth at the within-group spread. A group of one has residual 0, and
-  so has any difference at the level of float rounding."""
+  so has any difference at the level of float rounding.
+
+  `pose` [N, P] (features of a pose held outside the learnt style, e.g. the moment pose's)
+  adds HSIC(residual, pose) with its own kernel: the sum of the two kernels, so neither
+  part's distances drown the other's."""
   valid, off_diagonal, m = _valid_rows(mask, content.dtype)
   sizes = groups.segment_sum(valid, group_ids, num_groups)
   sums = groups.segment_sum(content * valid[:, None], group_ids, num_groups)
@@ -121,5 +126,8 @@ def within_group_content_style_hsic(
   # would blow it up into a random code, and a small batch's estimate of that is far from 0.
   rounding = 8 * jnp.finfo(content.dtype).eps * (jnp.abs(content) + jnp.abs(member_means))
   residual = jnp.where(jnp.abs(residual) <= rounding, 0.0, residual) * valid[:, None]
+  style_kernel = _code_kernel(style, valid, off_diagonal, m, bandwidth_scales)
+  if pose is not None:
+    style_kernel = style_kernel + _code_kernel(pose, valid, off_diagonal, m, bandwidth_scales)
   return _unbiased_hsic(_code_kernel(residual, valid, off_diagonal, m, bandwidth_scales),
-                        _code_kernel(style, valid, off_diagonal, m, bandwidth_scales), m)
+                        style_kernel, m)

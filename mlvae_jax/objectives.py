@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlvae_jax import contrast, equivariance, groups, independence, warp
+from mlvae_jax import canonical, contrast, equivariance, groups, independence, warp
 from mlvae_jax.configs import VARIANTS, check_choice
 from mlvae_jax.models import MLVAE, Likelihood, Posterior, log_likelihood
 
@@ -105,6 +105,7 @@ def group_elbo(
     objective_config: ml_collections.ConfigDict,
     kl_scale: jax.Array | float = 1.0,
     fixed_style_dims: int = 0,
+    pose_harmonics: tuple[int, ...] = (),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Loss (minus the beta-weighted mean group ELBO) and the reported terms.
 
@@ -112,6 +113,9 @@ def group_elbo(
   The first `fixed_style_dims` style means are fixed functions of x (the moment pose,
   `model.pose_from='moments'`), left out of both HSIC terms: no parameter moves them, and
   in the HSIC's kernel they only add distance that drowns the learnt dimensions' dependence.
+  With `content_style_hsic_pose` the content-style term also takes that pose through its own
+  kernel on `canonical.pose_features` (harmonic orders `pose_harmonics`): content can move,
+  and a content code that follows the pose within a group is what the term is for.
 
   `noise.content` has one row per group slot when `content_sample == 'group'` (every member
   sees the same draw of C_G, as in the paper) and one row per observation otherwise. Reported
@@ -169,9 +173,11 @@ def group_elbo(
         posterior.style_mu[:, fixed_style_dims:], group_ids, mask, group_content=group_content)
     loss = loss + objective_config.style_hsic_weight * extra["style_hsic"]
   if objective_config.content_style_hsic_weight:  # static, like the style-group HSIC
+    pose = (canonical.pose_features(posterior.style_mu[:, :fixed_style_dims], pose_harmonics)
+            if objective_config.content_style_hsic_pose else None)
     extra["content_style_hsic"] = independence.within_group_content_style_hsic(
         posterior.content_mu, posterior.style_mu[:, fixed_style_dims:], group_ids, mask,
-        num_groups)
+        num_groups, pose=pose)
     loss = loss + objective_config.content_style_hsic_weight * extra["content_style_hsic"]
   if objective_config.content_contrast_weight:  # static, like the HSIC
     extra["content_contrast"] = contrast.content_group_contrast(
@@ -277,6 +283,12 @@ def make_loss_fn(
   num_groups = config.data.num_groups
   content_dim, style_dim = config.model.content_dim, config.model.style_dim
   fixed_style_dims = 0 if model.canonical_harmonics is None else warp.POSE_DIMS
+  if config.objective.content_style_hsic_pose and not fixed_style_dims:
+    raise ValueError(
+        "objective.content_style_hsic_pose=True gives the content-style HSIC the moment pose, "
+        f"but model.pose_from is {config.model.pose_from!r}: with a learned pose the pose "
+        "dimensions are already among the style it takes; set --config.model.pose_from=moments "
+        "(with decoder_warp='rigid_dedicated') or content_style_hsic_pose=False")
 
   def loss_fn(
       params: dict, batch: Batch, rng: jax.Array, step: jax.Array | None = None
@@ -299,7 +311,7 @@ def make_loss_fn(
 
     loss, metrics = group_elbo(posterior, decode, batch, noise, num_groups, objective_config,
                                kl_warmup_scale(step, objective_config.kl_warmup_steps),
-                               fixed_style_dims)
+                               fixed_style_dims, model.canonical_harmonics or ())
     if objective_config.angle_equivariance_weight:  # static, like the HSIC
       term = angle_equivariance_term(model, variables, encoder_input, posterior, batch["mask"],
                                      jax.random.fold_in(rng, 3), objective_config)

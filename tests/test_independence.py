@@ -36,13 +36,17 @@ def reference_content_kernel_hsic(style, group_content_rows, group_ids, mask) ->
   return reference_unbiased(reference_kernel(style[mask]), reference_kernel(content))
 
 
-def reference_within_group_hsic(content, style, group_ids, mask) -> float:
-  """HSIC between content minus its group's mean (a loop over groups) and style."""
+def reference_within_group_hsic(content, style, group_ids, mask, pose=None) -> float:
+  """HSIC between content minus its group's mean (a loop over groups) and style (plus the
+  pose's own kernel, if given)."""
   content, style, g = content[mask].astype(np.float64), style[mask], group_ids[mask]
   residual = content.copy()
   for group in np.unique(g):
     residual[g == group] -= content[g == group].mean(0)
-  return reference_unbiased(reference_kernel(residual), reference_kernel(style))
+  style_kernel = reference_kernel(style)
+  if pose is not None:
+    style_kernel = style_kernel + reference_kernel(pose[mask])
+  return reference_unbiased(reference_kernel(residual), style_kernel)
 
 
 def reference_unbiased(k: np.ndarray, l: np.ndarray) -> float:
@@ -141,12 +145,13 @@ def test_within_group_hsic_matches_reference_on_ragged_batches(batch, other):
   content, group_ids, mask = batch
   style = other[0][:len(content), :2].copy()
   style[~mask] = 1e4
+  pose = other[0][:len(content), 1:].copy() if len(content) % 2 else None  # half the draws
   if mask.sum() < 4:
     return
   got = float(independence.within_group_content_style_hsic(
       jnp.asarray(content), jnp.asarray(style), jnp.asarray(group_ids), jnp.asarray(mask),
-      int(group_ids.max()) + 1))
-  want = reference_within_group_hsic(content, style, group_ids, mask)
+      int(group_ids.max()) + 1, pose=None if pose is None else jnp.asarray(pose)))
+  want = reference_within_group_hsic(content, style, group_ids, mask, pose)
   # atol: the estimator's terms of order 1 cancel to 0 in float32 (measured 1.06e-6 on a
   # near-constant code); dependence scores 1e-3 and more
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=5e-6)
@@ -218,3 +223,21 @@ def test_content_group_kernel_sees_a_factor_shared_across_groups():
   np.testing.assert_array_equal(np.asarray(grads[0])[~padded], 0.0)
   assert np.abs(np.asarray(grads[0])[padded]).max() > 0
   np.testing.assert_array_equal(np.asarray(grads[1]), 0.0)
+
+
+def test_within_group_hsic_sees_content_that_follows_the_pose():
+  """Content whose within-group part copies the pose (style itself independent) scores high
+  only when the pose is given; an independent pose adds nothing."""
+  rng = np.random.default_rng(10)
+  group_ids = np.repeat(np.arange(16), 8).astype(np.int32)
+  mask = np.ones(128, bool)
+  style = rng.normal(size=(128, 3)).astype(np.float32)
+  pose = rng.normal(size=(128, 4)).astype(np.float32)
+  following = (3 * rng.normal(size=(16, 4))[group_ids] + 0.3 * pose[:, :1]).astype(np.float32)
+  free = (3 * rng.normal(size=(16, 4))[group_ids] + 0.3 * rng.normal(size=(128, 1))
+          ).astype(np.float32)
+  hsic = lambda c, p: float(independence.within_group_content_style_hsic(
+      c, style, group_ids, mask, 16, pose=p))
+  # measured: 0.0113 against 0.0001 without the pose and 0.0006 for the free content
+  assert hsic(following, pose) > 20 * abs(hsic(following, None))
+  assert hsic(following, pose) > 10 * abs(hsic(free, pose))
