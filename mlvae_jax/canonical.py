@@ -97,11 +97,47 @@ def canonical_angles(moments: jax.Array, harmonics: Sequence[int]) -> jax.Array:
   return jnp.mod(angle + jnp.pi, 2 * jnp.pi) - jnp.pi
 
 
-def canonical_pose(images: jax.Array, harmonics: Sequence[int]) -> tuple[jax.Array, jax.Array]:
-  """(angle [N], centre [N, 2]) of each image [N, H, W, C]: turning an image by d about its
-  centre adds d to its angle (modulo the object's symmetry)."""
+def mirror_axis_angles(moments: jax.Array, harmonics: Sequence[int]) -> jax.Array:
+  """[N] angles in [-pi, pi): of the k poses that the dominant harmonic k (largest |z_k|)
+  allows, the one where the other harmonics are most nearly real, sum_j |Re(z_j e^{i j a})|;
+  for an even k, of that pose and the one half a turn away (which score alike, the odd
+  harmonics' parts only changing sign), the one with the larger sum_j Re(z_j e^{i j a}).
+
+  A mirror-symmetric object's z_j e^{i j a} are all real on its mirror axis, so the sum
+  peaks there; `canonical_angles`' argmax can instead land on a pair of peaks placed
+  symmetrically off the axis, and then splits between them (grouped_shapes' heart). Exactly
+  equivariant (the candidates and their scores turn with the image) and no grid."""
+  orders = jnp.asarray(harmonics, jnp.float32)
+  dominant = jnp.argmax(jnp.abs(moments), axis=-1)  # [N]
+  rows = jnp.arange(moments.shape[0])
+  order = orders[dominant]  # [N]
+  steps = jnp.arange(max(harmonics), dtype=jnp.float32)  # [J] candidate indices
+  candidates = (-jnp.angle(moments[rows, dominant])[:, None] + 2 * jnp.pi * steps[None, :]
+                ) / order[:, None]  # [N, J]
+  turns = jnp.exp(1j * orders[None, None, :] * candidates[:, :, None])  # [N, J, K]
+  parts = jnp.real(moments[:, None, :] * turns)
+  others = (jnp.arange(len(harmonics))[None, :] != dominant[:, None])[:, None, :]  # [N, 1, K]
+  score = jnp.where(steps[None, :] < order[:, None], jnp.sum(jnp.abs(parts) * others, axis=-1),
+                    -jnp.inf)
+  signed = jnp.sum(parts * others, axis=-1)  # [N, J]
+  best = jnp.argmax(score, axis=-1)
+  order_int = order.astype(jnp.int32)
+  opposite = (best + order_int // 2) % order_int
+  flip = (order_int % 2 == 0) & (signed[rows, opposite] > signed[rows, best])
+  angle = candidates[rows, jnp.where(flip, opposite, best)]
+  return jnp.mod(angle + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+
+ANGLE_RULES = {"argmax": canonical_angles, "mirror_axis": mirror_axis_angles}  # model.canonical_angle
+
+
+def canonical_pose(images: jax.Array, harmonics: Sequence[int], rule: str = "argmax"
+                   ) -> tuple[jax.Array, jax.Array]:
+  """(angle [N], centre [N, 2]) of each image [N, H, W, C] by `rule` (ANGLE_RULES): turning an
+  image by d about its centre adds d to its angle (modulo the object's symmetry)."""
   centres = equivariance.intensity_centroids(images)
-  return canonical_angles(harmonic_moments(images, centres, harmonics), harmonics), centres
+  moments = harmonic_moments(images, centres, harmonics)
+  return ANGLE_RULES[rule](moments, harmonics), centres
 
 
 def to_canonical_frame(images: jax.Array, angle: jax.Array, centres: jax.Array) -> jax.Array:

@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   # to that pose; mlvae_jax/canonical.py), from the harmonic orders in canonical_harmonics
   c.model.pose_from = "encoder"
   c.model.canonical_harmonics = "1,2,3,4"
+  # The moment angle: argmax (of sum_k Re(z_k e^{ika})) | mirror_axis (the dominant harmonic's
+  # pose where the others are most nearly real: on a mirror-symmetric object's axis)
+  c.model.canonical_angle = "argmax"
 
   c.objective = ml_collections.ConfigDict()
   c.objective.variant = "mlvae"  # mlvae | gvae | vae (iid baseline: every observation its own group)

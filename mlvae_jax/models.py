@@ -167,6 +167,7 @@ class MLVAE(nn.Module):
   pose_warp: nn.Module | None = None  # turns and moves the decoder's canvas by a pose from style
   # Harmonic orders of the moment pose (canonical.py); None: the encoder learns the pose
   canonical_harmonics: tuple[int, ...] | None = None
+  canonical_angle: str = "argmax"  # the moment pose's angle rule (canonical.ANGLE_RULES)
 
   def setup(self):
     if self.likelihood == "gaussian" and self.fixed_logvar is None:
@@ -178,7 +179,7 @@ class MLVAE(nn.Module):
     small variance canonical.POSE_LOGVAR, so the warp undoes what the canonicalisation did."""
     if self.canonical_harmonics is None:
       return self.encoder(x)
-    angle, centres = canonical.canonical_pose(x, self.canonical_harmonics)
+    angle, centres = canonical.canonical_pose(x, self.canonical_harmonics, self.canonical_angle)
     posterior = self.encoder(canonical.to_canonical_frame(x, angle, centres))
     pose_mu = dedicated_style(angle, centres).astype(posterior.style_mu.dtype)
     return posterior._replace(
@@ -213,6 +214,8 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
   check_choice("model.content_variance", model_config.content_variance, CONTENT_VARIANCES)
   check_choice("model.decoder_warp", model_config.decoder_warp, WARPS)
   check_choice("model.pose_from", model_config.pose_from, POSE_SOURCES)
+  check_choice("model.canonical_angle", model_config.canonical_angle,
+               tuple(canonical.ANGLE_RULES))
   if model_config.pose_from == "moments" and model_config.decoder_warp != "rigid_dedicated":
     raise ValueError(f"config.model.pose_from='moments' sets the pose that the dedicated warp "
                      f"reads; config.model.decoder_warp={model_config.decoder_warp!r} has none. "
@@ -253,6 +256,7 @@ def build_model(model_config: ml_collections.ConfigDict, observation_shape: Sequ
                  else PoseWarp(dedicated=model_config.decoder_warp == "rigid_dedicated")),
       canonical_harmonics=(canonical.parse_harmonics(model_config.canonical_harmonics)
                            if model_config.pose_from == "moments" else None),
+      canonical_angle=model_config.canonical_angle,
   )
 
 
