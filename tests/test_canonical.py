@@ -354,5 +354,5 @@ def test_the_content_style_hsic_takes_the_pose_when_asked():
   np.testing.assert_allclose(float(metrics["content_style_hsic"]), want, rtol=1e-5, atol=1e-9)
   learned = _config(pose_from="encoder")
   learned.objective.content_style_hsic_pose = True
-  with pytest.raises(ValueError, match="content_style_hsic_pose=True .* pose_from is 'encoder'"):
+  with pytest.raises(ValueError, match="content_style_hsic_pose=True .*model.pose_from is 'encoder'"):
     objectives.make_loss_fn(models.build_model(learned.model, (32, 32, 1)), learned)
