@@ -24,10 +24,11 @@ has only z_k (and multiples) non-zero, and the argmax lands on one of its k equi
 all of which show the same image. The score is evaluated on a grid and refined by a parabola
 through the peak, so equivariance holds to a small fraction of a grid step.
 
-What it does not do: pick the same pose for every member of a mirror-symmetric shape whose
-strongest harmonic ties two peaks (grouped_shapes' heart: the argmax splits between two poses
-of it, docs/shapes/README.md); and it reads one object on a dark background: clutter or a lit
-background moves the centroid and the moments.
+What the argmax does not do: pick the same pose for every member of a mirror-symmetric shape
+whose strongest harmonic ties two peaks (grouped_shapes' heart: it splits between two poses
+of it, docs/shapes/README.md); `mirror_axis_angles` (model.canonical_angle='mirror_axis') picks
+the pose on the mirror axis instead. Neither reads more than one object on a dark background:
+clutter or a lit background moves the centroid and the moments.
 """
 
 from __future__ import annotations
