@@ -13,11 +13,16 @@ docs/mnist/study.md found, a sharp Gaussian decoder (fixed pixel log-variance -4
 canvas is turned and moved by the first three style dimensions
 (model.decoder_warp='rigid_dedicated'), that pose read from the image (model.pose_from=
 'moments': centroid and moment angle, the encoder seeing the image brought back to it), the
-content-group contrastive term (weight 1000, temperature 0.1) and the within-group
-content-style HSIC (objective.content_style_hsic_weight=1e5). `previous` is the default
+content-group contrastive term (weight 1000, temperature 0.1), the within-group
+content-style HSIC (objective.content_style_hsic_weight=1e5) taking the pose too
+(objective.content_style_hsic_pose), and a 4-d style code: the three pose dimensions and one
+learnt (brightness is the only style factor left to learn; three learnt dimensions carried
+three copies of it whose mix named the shape). `previous` is the default
 before the warp (Bernoulli decoder, 20,000 steps); `paper` is the paper's model and objective
-(Bernoulli, no warp, no extra terms). The default before the moment pose is
-`--config.model.pose_from=encoder --config.objective.content_style_hsic_weight=0`.
+(Bernoulli, no warp, no extra terms). The default before this one is
+`--config.model.style_dim=6 --config.objective.content_style_hsic_pose=False`; the one before
+the moment pose adds `--config.model.pose_from=encoder --config.objective.
+content_style_hsic_weight=0`.
 
 Args: `smoke`, `paper`, `previous`, `resolution=32|64`, `variant=mlvae|gvae|vae`,
 `likelihood=bernoulli|gaussian` (default: gaussian, bernoulli with `paper` or `previous`; the
@@ -61,6 +66,8 @@ def get_config(arg=None):
     config.objective.content_contrast_weight = 1000.0
     config.objective.content_contrast_temperature = 0.1
     config.objective.content_style_hsic_weight = 1e5
+    config.objective.content_style_hsic_pose = True
+    config.model.style_dim = 4
   common.set_schedule(config, 10000 if shipped else 20000, log_every=100, eval_every=2000)
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.disentanglement = configs.evaluator("disentanglement")
