@@ -104,18 +104,18 @@ def group_elbo(
     num_groups: int,
     objective_config: ml_collections.ConfigDict,
     kl_scale: jax.Array | float = 1.0,
-    fixed_style_dims: int = 0,
     pose_harmonics: tuple[int, ...] = (),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Loss (minus the beta-weighted mean group ELBO) and the reported terms.
 
   `kl_scale` multiplies both betas in the loss (KL warm-up); the reported ELBO ignores it.
-  The first `fixed_style_dims` style means are fixed functions of x (the moment pose,
-  `model.pose_from='moments'`), left out of both HSIC terms: no parameter moves them, and
-  in the HSIC's kernel they only add distance that drowns the learnt dimensions' dependence.
-  With `content_style_hsic_pose` the content-style term also takes that pose through its own
-  kernel on `canonical.pose_features` (harmonic orders `pose_harmonics`): content can move,
-  and a content code that follows the pose within a group is what the term is for.
+  `pose_harmonics` (the moment pose's harmonic orders, `model.pose_from='moments'`; empty for
+  none): the first `warp.POSE_DIMS` style means are then fixed functions of x, left out of
+  both HSIC terms: no parameter moves them, and in the HSIC's kernel they only add distance
+  that drowns the learnt dimensions' dependence. With `content_style_hsic_pose` the
+  content-style term also takes that pose through its own kernel on
+  `canonical.pose_features`: content can move, and a content code that follows the pose
+  within a group is what the term is for.
 
   `noise.content` has one row per group slot when `content_sample == 'group'` (every member
   sees the same draw of C_G, as in the paper) and one row per observation otherwise. Reported
@@ -123,6 +123,7 @@ def group_elbo(
   """
   x, mask = batch["x"], batch["mask"]
   group_ids = batch["group_ids"]
+  fixed_style_dims = warp.POSE_DIMS if pose_harmonics else 0
   if objective_config.variant == "vae":
     group_ids, num_groups = iid_groups(mask)
   group_mu, group_logvar = content_posterior(
@@ -282,8 +283,7 @@ def make_loss_fn(
   evaluation_config.input_masking = 0.0
   num_groups = config.data.num_groups
   content_dim, style_dim = config.model.content_dim, config.model.style_dim
-  fixed_style_dims = 0 if model.canonical_harmonics is None else warp.POSE_DIMS
-  if config.objective.content_style_hsic_pose and not fixed_style_dims:
+  if config.objective.content_style_hsic_pose and model.canonical_harmonics is None:
     raise ValueError(
         "objective.content_style_hsic_pose=True gives the content-style HSIC the moment pose, "
         f"but model.pose_from is {config.model.pose_from!r}: with a learned pose the pose "
@@ -311,7 +311,7 @@ def make_loss_fn(
 
     loss, metrics = group_elbo(posterior, decode, batch, noise, num_groups, objective_config,
                                kl_warmup_scale(step, objective_config.kl_warmup_steps),
-                               fixed_style_dims, model.canonical_harmonics or ())
+                               model.canonical_harmonics or ())
     if objective_config.angle_equivariance_weight:  # static, like the HSIC
       term = angle_equivariance_term(model, variables, encoder_input, posterior, batch["mask"],
                                      jax.random.fold_in(rng, 3), objective_config)

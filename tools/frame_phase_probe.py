@@ -10,7 +10,9 @@ angle of the image blurred first (Gaussian, `--blur` pixels sd), and prints, per
 gain over the majority rate of a 5-NN probe of the rotation phase from the frame's pixels,
 fitted on half of each scale's renders and scored on the other half, averaged over scales
 (docs/shapes/README.md). What the true-angle row keeps is the render's own angle dependence,
-not the pose's error.
+not the pose's error. A second table gives, per shape and angle rule (`model.canonical_angle`),
+the fraction of renders whose moment angle agrees with the rendered rotation modulo the
+shape's symmetry (within 15 degrees of the renders' common offset), overall and by scale.
 
     python tools/frame_phase_probe.py [--examples=6000] [--blur=0.7] [--json=OUT.json]
 """
@@ -20,17 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlvae_jax import canonical
+from mlvae_jax import canonical, configs
 from mlvae_jax.data import shapes
 from mlvae_jax.evaluation.disentanglement import normalised_gain
 from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy
 
-_HARMONICS = (1, 2, 3, 4)
+_HARMONICS = canonical.parse_harmonics(configs.base_config().model.canonical_harmonics)
 _RESOLUTION = 32
 _ROTATION = shapes.FACTOR_NAMES.index("rotation")
 _SCALE = shapes.FACTOR_NAMES.index("scale")
@@ -62,22 +65,40 @@ def phase_gain(pixels: np.ndarray, factors: np.ndarray) -> float:
   return float(np.mean(gains))
 
 
-def shape_row(shape: int, examples: int, blur: float, seed: int) -> dict[str, float]:
-  """The three frames' phase gains for `examples` fresh renders of `shape`."""
+def agreement(angle: np.ndarray, true_angle: np.ndarray, factors: np.ndarray, period: float
+              ) -> list[float]:
+  """[overall, then by scale] fractions of `angle` within 15 degrees of `true_angle` plus the
+  renders' common offset (the circular mean of the offsets near their median), modulo
+  `period`."""
+  offset = np.mod(angle - true_angle, period)
+  turns = np.exp(2j * np.pi * offset / period)
+  near = np.abs(np.angle(turns * np.exp(-2j * np.pi * np.median(offset) / period))) < 0.3
+  gap = np.abs(np.angle(turns / np.exp(1j * np.angle(np.mean(turns[near]))))) * period / (2 * np.pi)
+  agree = gap < np.radians(15)
+  return [float(np.mean(agree))] + [float(np.mean(agree[factors[:, _SCALE] == scale]))
+                                    for scale in np.unique(factors[:, _SCALE])]
+
+
+def shape_row(shape: int, examples: int, blur: float, seed: int) -> dict[str, Any]:
+  """The three frames' phase gains and each angle rule's agreement for `examples` fresh
+  renders of `shape`."""
   factors = shapes.sample_factors(np.random.default_rng(seed), examples)
   factors[:, 0] = shape
   images = jnp.asarray(shapes.render(factors, _RESOLUTION) / 255.0, jnp.float32)
   angle, centres = canonical.canonical_pose(images, _HARMONICS)
   period = 2 * np.pi / shapes.SYMMETRY_ORDERS[shape]
   true_angle = -shapes.ROTATIONS[factors[:, _ROTATION]]  # the moment angle turns against it
-  true_angle = true_angle + period * np.round((np.asarray(angle) - true_angle) / period)
+  on_branch = true_angle + period * np.round((np.asarray(angle) - true_angle) / period)
   blurred = gaussian_blur(images, blur)
   blurred_angle, blurred_centres = canonical.canonical_pose(blurred, _HARMONICS)
   return {
       "moment_angle": phase_gain(frames(images, angle, centres), factors),
-      "true_angle": phase_gain(frames(images, jnp.asarray(true_angle, jnp.float32), centres),
+      "true_angle": phase_gain(frames(images, jnp.asarray(on_branch, jnp.float32), centres),
                                factors),
       "blurred_first": phase_gain(frames(blurred, blurred_angle, blurred_centres), factors),
+      "agreement": {rule: agreement(np.asarray(canonical.canonical_pose(images, _HARMONICS, rule)[0]),
+                                    true_angle, factors, period)
+                    for rule in canonical.ANGLE_RULES},
   }
 
 
@@ -98,10 +119,16 @@ def main() -> None:
   print("shape | " + " | ".join(columns))
   for name, row in table.items():
     print(f"{name} | " + " | ".join(f"{row[column]:.3f}" for column in columns), flush=True)
+  print("shape | rule | angle agreement | by scale")
+  for name, row in table.items():
+    for rule, (overall, *by_scale) in row["agreement"].items():
+      print(f"{name} | {rule} | {overall:.3f} | " + " ".join(f"{v:.2f}" for v in by_scale))
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"examples": args.examples, "blur": args.blur, "seed": args.seed,
-                 "phase_gain": table}, f, indent=1)
+                 "phase_gain": {name: {c: row[c] for c in columns} for name, row in table.items()},
+                 "angle_agreement": {name: row["agreement"] for name, row in table.items()}},
+                f, indent=1)
 
 
 if __name__ == "__main__":
