@@ -55,10 +55,11 @@ def main(argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # libraries log much at INFO; --verbosity=0 shows it
-  from mlvae_jax import sharding, sweep, train
+  from mlvae_jax.training import sharding
+  from mlvae_jax import sweep, train
   from mlvae_jax.config_helpers import SetupError, describe_flag_error
-  from mlvae_jax.nonfinite import NonFiniteError
-  from mlvae_jax.preemption import RESUMABLE_EXIT_CODE, Preempted
+  from mlvae_jax.training.nonfinite import NonFiniteError
+  from mlvae_jax.training.preemption import RESUMABLE_EXIT_CODE, Preempted
 
   try:
     config = _CONFIG.value

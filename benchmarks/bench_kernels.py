@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 
 from experiments import mnist  # noqa: E402
 from machine_info import describe  # noqa: E402  (beside this script)
-from mlvae_jax import groups, loop, models, objectives, state as state_lib  # noqa: E402
+from mlvae_jax import groups, models, objectives  # noqa: E402
+from mlvae_jax.training import loop, setup as state_lib
 
 
 def likelihood_over_image_axes(likelihood: models.Likelihood, x: jax.Array) -> jax.Array:

@@ -37,8 +37,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from machine_info import describe  # noqa: E402  (beside this script)
-from mlvae_jax import config_helpers, device_memory, loop, metrics_writer, nonfinite  # noqa: E402
-from mlvae_jax import state as state_lib, step_calls  # noqa: E402
+from mlvae_jax import config_helpers  # noqa: E402
+from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite
+from mlvae_jax.training import setup as state_lib, step_calls  # noqa: E402
 
 MATMUL_SIZES = {"cpu": (1024, 2048), "default": (4096, 8192)}  # square f32 matmuls to time
 

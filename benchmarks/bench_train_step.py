@@ -44,7 +44,8 @@ def main() -> None:
 
   from machine_info import describe  # beside this script; imports jax, so after XLA_FLAGS
   from mlvae_jax import data as data_lib
-  from mlvae_jax import config_helpers, loop, sharding, state
+  from mlvae_jax import config_helpers
+  from mlvae_jax.training import loop, sharding, setup as state
 
   path, arg = config_helpers.split_config_spec(args.config)
   rows = []

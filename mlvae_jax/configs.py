@@ -64,12 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
   # its means) | isotropic (one learned variance for every input and dimension)
   c.model.content_variance = "per_image"
   # none (the paper) | rigid: the decoder's canvas is turned and moved by a pose read linearly
-  # from the style code (a spatial-transformer decoder; mlvae_jax/warp.py) | rigid_dedicated:
+  # from the style code (a spatial-transformer decoder; mlvae_jax/pose/warp.py) | rigid_dedicated:
   # the first three style dimensions are that pose and the decoder does not see them
   c.model.decoder_warp = "none"
   # With decoder_warp='rigid_dedicated', where that pose's means come from: encoder (learned) |
   # moments (the image's centroid and moment angle, and the encoder sees the image brought back
-  # to that pose; mlvae_jax/canonical.py), from the harmonic orders in canonical_harmonics
+  # to that pose; mlvae_jax/pose/canonical.py), from the harmonic orders in canonical_harmonics
   c.model.pose_from = "encoder"
   c.model.canonical_harmonics = "1,2,3,4"
   # The moment angle: argmax (of sum_k Re(z_k e^{ika})) | mirror_axis (the dominant harmonic's
@@ -82,7 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.beta_style = 1.0
   c.objective.content_sample = "group"  # group | member: one content draw per group or per member
   # Weight of HSIC(style means, group membership) added to the loss (0: the paper's objective);
-  # see mlvae_jax/independence.py.
+  # see mlvae_jax/objectives/independence.py.
   c.objective.style_hsic_weight = 0.0
   # The group's side of that HSIC: membership ([g_i = g_j]) | content (a kernel on each
   # group's product content mean, constant in the gradient: groups alike in content, such as
@@ -95,12 +95,12 @@ def base_config() -> ml_collections.ConfigDict:
   # harmonics, its own kernel), which it otherwise leaves out like every learnt-style-only term
   c.objective.content_style_hsic_pose = False
   # Weight of the supervised contrastive loss of the content means against group membership
-  # (0: the paper's objective) and its temperature; see mlvae_jax/contrast.py.
+  # (0: the paper's objective) and its temperature; see mlvae_jax/objectives/contrast.py.
   c.objective.content_contrast_weight = 0.0
   c.objective.content_contrast_temperature = 1.0
   # Weight of the angle-equivariance term (0: the paper's objective): the rigid_dedicated warp's
   # angle read from an input turned by up to max_turn radians must turn with it, modulo 2 pi /
-  # symmetry (the data's largest rotational symmetry order); see mlvae_jax/equivariance.py.
+  # symmetry (the data's largest rotational symmetry order); see mlvae_jax/pose/equivariance.py.
   c.objective.angle_equivariance_weight = 0.0
   c.objective.angle_equivariance_symmetry = 1
   c.objective.angle_equivariance_max_turn = math.pi / 8

@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import configs, groups
-from mlvae_jax import workdir as workdir_lib
+from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.models import MLVAE, Posterior, mean_observation
-from mlvae_jax.restore import restore_state
+from mlvae_jax.training.restore import restore_state
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlvae_jax import canonical
+from mlvae_jax.pose import canonical
 from mlvae_jax.configs import check_choice
-from mlvae_jax.warp import POSE_DIMS, WARPS, PoseWarp, dedicated_style
+from mlvae_jax.pose.warp import POSE_DIMS, WARPS, PoseWarp, dedicated_style
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 FAMILIES = ("mlp", "conv")

@@ -25,7 +25,7 @@ from mlvae_jax.config_helpers import (
     Point, SetupError, load_module, set_path, split_config_spec, unknown_key_message,
 )
 from mlvae_jax.evaluation.report import headline_metrics
-from mlvae_jax.workdir import FINAL_METRICS_FILE, check_writable, read_json
+from mlvae_jax.training.workdir import FINAL_METRICS_FILE, check_writable, read_json
 
 CSV_FILE = "sweep.csv"
 MARKDOWN_FILE = "sweep.md"

@@ -16,14 +16,14 @@ import os
 import jax
 import ml_collections
 
-from mlvae_jax import checkpoint as checkpoint_lib
+from mlvae_jax.training import checkpoint as checkpoint_lib
 from mlvae_jax import evaluation
-from mlvae_jax import loop
-from mlvae_jax import metrics_writer
-from mlvae_jax import run_lock
-from mlvae_jax import workdir as workdir_lib
-from mlvae_jax.restore import restore_state
-from mlvae_jax.state import setup
+from mlvae_jax.training import loop
+from mlvae_jax.training import metrics_writer
+from mlvae_jax.training import run_lock
+from mlvae_jax.training import workdir as workdir_lib
+from mlvae_jax.training.restore import restore_state
+from mlvae_jax.training.setup import setup
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:

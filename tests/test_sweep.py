@@ -9,7 +9,7 @@ import pytest
 
 from experiments import digits
 from mlvae_jax import config_helpers, sweep
-from mlvae_jax.workdir import SetupError
+from mlvae_jax.training.workdir import SetupError
 from tests.test_launch import SMOKE, run_launch
 
 

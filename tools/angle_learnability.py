@@ -26,7 +26,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from mlvae_jax import equivariance, models, objectives, warp  # noqa: E402
+from mlvae_jax.pose import equivariance, warp  # noqa: E402
+from mlvae_jax import models, objectives
 from mlvae_jax.config_helpers import load_module, split_config_spec  # noqa: E402
 from mlvae_jax.data import shapes  # noqa: E402
 

@@ -1,7 +1,7 @@
 """How much of an object's rotation survives in its canonical frame? A 5-NN probe on the pixels.
 
 `model.pose_from='moments'` shows the encoder each image turned back by its moment angle
-(`mlvae_jax/canonical.py`). If a turned render were the render turned, every rotation of one
+(`mlvae_jax/pose/canonical.py`). If a turned render were the render turned, every rotation of one
 object would give the same frame and content could not read the rotation. This tool renders
 fresh grouped_shapes objects of each shape (random scale, place, rotation, brightness), builds
 their canonical frames three ways: turned back by the moment angle, by the true angle (the
@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlvae_jax import canonical, configs
+from mlvae_jax.pose import canonical
+from mlvae_jax import configs
 from mlvae_jax.data import shapes
 from mlvae_jax.evaluation.disentanglement import normalised_gain
 from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy

@@ -32,13 +32,13 @@ run's setup (model, mesh, loss), `split(name, max_examples)` read once per run,
 `codes(params, split, max_examples)` encoded once per parameters (shared by every
 evaluator reading the same split) and `output_dir` for pictures. A type that shards
 batches over the mesh sets `on_mesh = True` and receives the train state's parameters on
-every process (see heldout_elbo.py).
+every process (see elbo.py).
 """
 
 from __future__ import annotations
 
 from mlvae_jax.evaluation import (  # noqa: F401 - importing a protocol registers its type
-    accumulation, classification, disentanglement, disentanglement_suite, figures, heldout_elbo,
+    accumulation, classify, disentanglement, disentanglement_suite, elbo, figures,
     images, swap,
 )
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator, register

@@ -14,7 +14,7 @@ import numpy as np
 from mlvae_jax import data as data_lib
 from mlvae_jax import inference
 from mlvae_jax.models import MLVAE, Posterior
-from mlvae_jax.state import Setup
+from mlvae_jax.training.setup import Setup
 
 
 @dataclasses.dataclass

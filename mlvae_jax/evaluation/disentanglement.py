@@ -17,7 +17,7 @@ import numpy as np
 
 from mlvae_jax.data.grouping import parse_group_by
 from mlvae_jax.evaluation.base import register
-from mlvae_jax.evaluation.classification import FittedProbes
+from mlvae_jax.evaluation.classify import FittedProbes
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.probes import majority_rate, probe_accuracy
 

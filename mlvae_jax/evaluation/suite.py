@@ -18,14 +18,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlvae_jax import checkpoint as checkpoint_lib
-from mlvae_jax import configs, metrics_writer
+from mlvae_jax.training import checkpoint as checkpoint_lib
+from mlvae_jax import configs
+from mlvae_jax.training import metrics_writer
 from mlvae_jax.evaluation import figures
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.report import write_report
-from mlvae_jax.state import Setup
-from mlvae_jax.workdir import SetupError
+from mlvae_jax.training.setup import Setup
+from mlvae_jax.training.workdir import SetupError
 
 EVAL_DIR = "eval"
 COMMON_SETTINGS = ("type", "split", "every")

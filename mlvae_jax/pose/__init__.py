@@ -1,0 +1,1 @@
+"""Pose as an inductive bias: the rigid warp, canonical frames, angle equivariance."""

@@ -1,0 +1,104 @@
+"""Several training steps per jitted call (config.train.steps_per_call = K).
+
+A small model's step is shorter than the host's work to dispatch it, so a call runs a
+`lax.scan` over K steps and sums their metrics on the device. Its inputs are K batches
+stacked along a new leading axis. The loop ends a call early where the host must act (log,
+evaluation, checkpoint, the last step): the call keeps its K slots, so it compiles once, and
+the unused slots hold batches without a valid row, which are no steps: state and health pass
+through them unchanged and their metrics count zero. K = 1 is the plain step, unstacked.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mlvae_jax.training import sharding
+
+Inputs = Mapping[str, jax.Array]
+# step(state, health, batch) -> (state, health, metrics): nonfinite.guard_step's signature
+Step = Callable[[Any, Any, Inputs], tuple[Any, Any, dict]]
+# to_batch(one slot's inputs, data) -> the step's batch (device-resident data gathers x here)
+ToBatch = Callable[[Inputs, Any], Inputs]
+
+
+def host_batch(inputs: Inputs, data: Any) -> Inputs:
+  """The host path's `to_batch`: the inputs are the batch."""
+  del data
+  return inputs
+
+
+def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch,
+               unroll: int = 1) -> Callable:
+  """`call(state, health, inputs, data) -> (state, health, metric sums)` over the
+  `steps_per_call` slots of `inputs` ([K, N, ...]); K = 1 takes unstacked inputs and is
+  exactly `step`. A slot whose mask has no valid row is not a step. `unroll`: steps per
+  iteration of the scan's loop (K: no loop at all)."""
+  if steps_per_call == 1:
+    return lambda state, health, inputs, data: step(state, health, to_batch(inputs, data))
+
+  def call(state: Any, health: Any, inputs: Inputs, data: Any) -> tuple[Any, Any, dict]:
+    def one_step(state, health, slot):
+      return step(state, health, to_batch(slot, data))
+
+    first = jax.tree.map(lambda leaf: leaf[0], inputs)
+    shapes = jax.eval_shape(one_step, state, health, first)[2]
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(carry, slot):
+      state, health, sums = carry
+      new_state, new_health, metrics = one_step(state, health, slot)
+      active = jnp.any(slot["mask"])
+      keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+      sums = jax.tree.map(lambda total, m: total + jnp.where(active, m, 0).astype(total.dtype),
+                          sums, metrics)
+      return (jax.tree.map(keep, new_state, state), jax.tree.map(keep, new_health, health),
+              sums), None
+
+    (state, health, sums), _ = jax.lax.scan(body, (state, health, zeros), inputs, unroll=unroll)
+    return state, health, sums
+
+  return call
+
+
+def call_length(step: int, steps_per_call: int, stops_at: Callable[[int], bool]) -> int:
+  """Steps of the call that follows `step`: up to the first step the host acts at
+  (`stops_at`), at most `steps_per_call`."""
+  for length in range(1, steps_per_call):
+    if stops_at(step + length):
+      return length
+  return steps_per_call
+
+
+def stack(batches: Sequence[Mapping[str, np.ndarray]], steps_per_call: int,
+          keys: Sequence[str]) -> dict[str, np.ndarray]:
+  """One call's host inputs: `keys` of the batches; for K > 1 stacked into K slots, those
+  after the batches all padding (zeros, mask False)."""
+  if steps_per_call == 1:
+    (batch,) = batches
+    return {key: batch[key] for key in keys}
+  stacked = {}
+  for key in keys:
+    first = np.asarray(batches[0][key])
+    slots = np.zeros((steps_per_call, *first.shape), first.dtype)
+    slots[:len(batches)] = [batch[key] for batch in batches]
+    stacked[key] = slots
+  return stacked
+
+
+def input_sharding(mesh: Mesh, steps_per_call: int) -> NamedSharding:
+  """Observations split over 'data'; the slot axis of K > 1 whole on every device."""
+  if steps_per_call == 1:
+    return sharding.batch_sharding(mesh)
+  return NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+
+
+def to_devices(local: Mapping[str, np.ndarray], mesh: Mesh, steps_per_call: int
+               ) -> dict[str, jax.Array]:
+  """This process's rows of a call's inputs -> the global inputs (one transfer call)."""
+  return jax.make_array_from_process_local_data(
+      input_sharding(mesh, steps_per_call), {key: np.asarray(v) for key, v in local.items()})
