@@ -40,6 +40,8 @@ from machine_info import describe  # noqa: E402  (beside this script)
 from mlvae_jax import config_helpers  # noqa: E402
 from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite
 from mlvae_jax.training import setup as state_lib, step_calls  # noqa: E402
+from mlvae_jax.training import feed as train_feed  # noqa: E402
+from mlvae_jax.training.feed import host as feed_host, stacking  # noqa: E402
 
 MATMUL_SIZES = {"cpu": (1024, 2048), "default": (4096, 8192)}  # square f32 matmuls to time
 
@@ -124,12 +126,12 @@ class StepTimer:
   def __init__(self, config):
     self.run = run = state_lib.setup(config)
     self.k = config.train.steps_per_call
-    feed = loop.make_feed(run)
+    feed = train_feed.make_feed(run)
     self.compiled = loop.compile_call(run, feed)
     self.memory = device_memory.call_bytes(self.compiled)
     self.flops_per_step = self.compiled.cost_analysis()["flops"] / self.k
     batch = next(feed.iterator)
-    self.inputs = step_calls.to_devices(step_calls.stack([batch] * self.k, self.k, feed.keys),
+    self.inputs = stacking.to_devices(stacking.stack([batch] * self.k, self.k, feed.keys),
                                         run.mesh, self.k)
     self.state = jax.jit(run.init, out_shardings=run.state_shardings)()
     self.health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
@@ -207,7 +209,7 @@ def measure(args: argparse.Namespace, batch_size: int, root: str) -> tuple[list[
   k = args.steps_per_call
   ks = (1, k) if k > 1 else (1,)
   steps = {n: StepTimer(make_config(args, batch_size, "off", n)) for n in ks}
-  torch_timer = TorchTimer.create(steps[1].run.config, next(loop.make_iterator(
+  torch_timer = TorchTimer.create(steps[1].run.config, next(feed_host.make_iterator(
       steps[1].run.config, "train")))
   timers: dict[str, tuple[Callable[[], float], int, int | None]] = {
       f"step, K={n}": (lambda t=t: t.seconds_per_step(args.step_steps), n, t.memory)

@@ -45,7 +45,8 @@ def main() -> None:
   from machine_info import describe  # beside this script; imports jax, so after XLA_FLAGS
   from mlvae_jax import data as data_lib
   from mlvae_jax import config_helpers
-  from mlvae_jax.training import loop, sharding, setup as state
+  from mlvae_jax.training import loop, setup as state
+  from mlvae_jax.training.feed import host as feed_host
 
   path, arg = config_helpers.split_config_spec(args.config)
   rows = []
@@ -67,7 +68,7 @@ def main() -> None:
                                           dtype=np.float32)
       host = {"x": x, "group_ids": (np.arange(batch_size) // config.data.group_size).astype(np.int32),
               "mask": np.ones(batch_size, bool)}
-      batch = sharding.global_batch(host, run.mesh)
+      batch = feed_host.global_batch(host, run.mesh)
       for _ in range(5):  # compile and warm up
         state, metrics = step(state, batch)
       jax.block_until_ready(metrics)

@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mlvae_jax.training import loop
+from mlvae_jax.training.feed import host
 from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 
 WEIGHT = "num_groups"  # the loss's count of valid groups: the weight of a batch's terms
+_add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b))  # one dispatch per batch
 
 
 @register("elbo")
@@ -32,7 +33,7 @@ class HeldoutElbo(Evaluator):
   def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
     super().__init__(ctx, settings)
     run = ctx.run
-    self.iterator = loop.make_iterator(ctx.config, settings.split, num_epochs=1)
+    self.iterator = host.make_iterator(ctx.config, settings.split, num_epochs=1)
     self.start = self.iterator.get_state()
 
     def weighted_sums(params: Any, batch: dict, rng: jax.Array) -> tuple[dict, jax.Array]:
@@ -60,9 +61,9 @@ class HeldoutElbo(Evaluator):
     totals, weight = None, None
     batches = itertools.islice(self.iterator, self.settings.max_batches or None)
     for index, host_batch in enumerate(batches):
-      sums, w = self.step(params, loop.device_batch(self.ctx.run, host_batch),
+      sums, w = self.step(params, host.device_batch(self.ctx.config, self.ctx.run.mesh, host_batch),
                           jax.random.fold_in(rng, index))
-      totals, weight = (sums, w) if totals is None else loop.add_trees((totals, weight), (sums, w))
+      totals, weight = (sums, w) if totals is None else _add((totals, weight), (sums, w))
     totals, weight = jax.device_get((totals, weight))
     return {k: float(v) / float(weight) for k, v in totals.items()}
 

@@ -3,7 +3,7 @@
 The train call (K = config.train.steps_per_call steps, step_calls.py) is compiled once
 with donated state and explicit shardings, and its memory checked against the devices before
 anything is written (device_memory.py); the rng of step t is `fold_in(rng, t)`, and batches
-come from the train feed (train_feed.py: host batches prefetched, or the split kept on the
+come from the train feed (feed/: host batches prefetched, or the split kept on the
 devices) whose iterator state is checkpointed with the parameters: a run stopped after any
 checkpoint and restarted continues bit for bit. Calls end where the host acts (log,
 evaluation, checkpoint, the last step), so every cadence falls on a call boundary.
@@ -27,12 +27,10 @@ from typing import Any, Callable, Mapping, Protocol
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
 from mlvae_jax.training import checkpoint as checkpoint_lib
-from mlvae_jax import data as data_lib
 from mlvae_jax.training import device_memory
 from mlvae_jax.training import metrics_writer
 from mlvae_jax.training import nonfinite
@@ -42,8 +40,8 @@ from mlvae_jax.training import sharding
 from mlvae_jax.training import setup as state_lib
 from mlvae_jax.training import step_calls
 from mlvae_jax.training import feed as train_feed
+from mlvae_jax.training.feed import stacking
 from mlvae_jax.training import workdir as workdir_lib
-from mlvae_jax.groups import validate_batch
 from mlvae_jax.training.setup import LossFn, Setup, TrainState
 from mlvae_jax.training.workdir import SetupError
 
@@ -86,34 +84,6 @@ def make_train_step(
   return train_step
 
 
-def make_iterator(
-    config: ml_collections.ConfigDict, split: str, num_epochs: int | None = None
-) -> data_lib.BatchIterator:
-  """This process's batches of `split`; a split that cannot give them is a SetupError."""
-  try:
-    return data_lib.make_batch_iterator(
-        config.data, split, seed=config.seed, num_epochs=num_epochs,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-    )
-  except ValueError as e:  # DataError: the split cannot give the configured batches
-    raise SetupError(str(e).strip().splitlines()[0]) from e
-
-
-def device_batch(run: Setup, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-  """This process's rows of a batch -> the global batch, sharded along observations."""
-  if run.config.train.debug_checks:
-    validate_batch(host_batch, run.config.data.num_groups)
-  return sharding.global_batch({k: host_batch[k] for k in train_feed.HOST_KEYS}, run.mesh)
-
-
-def make_feed(run: Setup) -> train_feed.Feed:
-  """The train split's feed (see train_feed.py); a split that cannot give it is a SetupError."""
-  try:
-    return train_feed.make_feed(run, make_iterator)
-  except ValueError as e:  # DataError: the split cannot give the configured batches
-    raise SetupError(str(e).strip().splitlines()[0]) from e
-
-
 def scan_unroll(run: Setup) -> int:
   """Steps per loop iteration of a call. XLA:CPU runs convolutions inside a loop about ten
   times slower (measured: shapes conv model, batch 64, 524 ms a step in a loop, 49 ms
@@ -131,7 +101,7 @@ def compile_call(run: Setup, feed: train_feed.Feed) -> jax.stages.Compiled:
   step = nonfinite.guard_step(make_train_step(run.loss_fn, run.tx, run.schedule), train_config)
   call = jax.jit(
       step_calls.scan_steps(step, k, feed.to_batch, scan_unroll(run)),
-      in_shardings=(run.state_shardings, run.replicated, step_calls.input_sharding(run.mesh, k),
+      in_shardings=(run.state_shardings, run.replicated, stacking.input_sharding(run.mesh, k),
                     None if feed.data is None else feed.data.sharding),
       out_shardings=(run.state_shardings, run.replicated, run.replicated),
       donate_argnums=(0, 1),
@@ -242,7 +212,7 @@ def train(
   nonfinite.NonFiniteError when config.train.on_nonfinite ends the run."""
   config, train_config = run.config, run.config.train
   resume = plan(run, workdir)
-  feed = make_feed(run)
+  feed = train_feed.make_feed(run)
   call_fn = compile_call(run, feed)
   if jax.process_count() > 1:  # every process reads the workdir before any process writes it
     multihost_utils.sync_global_devices("mlvae_jax:workdir_planned")

@@ -22,7 +22,7 @@ from mlvae_jax import objectives
 from mlvae_jax.training import sharding
 from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.config_helpers import get_path
-from mlvae_jax.training import device_batches
+from mlvae_jax.training.feed import resident
 from mlvae_jax.models import build_model
 from mlvae_jax.training.workdir import SetupError
 
@@ -156,8 +156,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (t.on_nonfinite in nonfinite.POLICIES, "train.on_nonfinite", f"one of {nonfinite.POLICIES}"),
       (t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row", "a count >= 1"),
       (t.steps_per_call >= 1, "train.steps_per_call", "a step count >= 1"),
-      (config.data.device_resident in device_batches.MODES, "data.device_resident",
-       f"one of {device_batches.MODES}"),
+      (config.data.device_resident in resident.MODES, "data.device_resident",
+       f"one of {resident.MODES}"),
       (o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}"),
       (o.learning_rate > 0, "optim.learning_rate", "a rate > 0"),
       (0 <= o.warmup_steps, "optim.warmup_steps", "a step count >= 0"),

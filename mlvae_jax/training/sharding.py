@@ -9,11 +9,10 @@ the segment sums in the objective then become cross-device reductions that XLA i
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from mlvae_jax.training.workdir import SetupError
@@ -92,14 +91,6 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
         f"config.data.batch_size={batch_size} is not divisible by the "
         f"{jax.process_count()} processes"
     )
-
-
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles the host-local rows of every process into one batch sharded along 'data'."""
-  # One call for the whole dict: per-array calls cost a host round trip each, and small
-  # models' training loops are bound by exactly this host work.
-  local = {key: np.asarray(value) for key, value in local_batch.items()}
-  return jax.make_array_from_process_local_data(batch_sharding(mesh), local)
 
 
 def replicate_tree(tree: Any, mesh: Mesh) -> Any:

@@ -2,22 +2,18 @@
 
 A small model's step is shorter than the host's work to dispatch it, so a call runs a
 `lax.scan` over K steps and sums their metrics on the device. Its inputs are K batches
-stacked along a new leading axis. The loop ends a call early where the host must act (log,
-evaluation, checkpoint, the last step): the call keeps its K slots, so it compiles once, and
-the unused slots hold batches without a valid row, which are no steps: state and health pass
-through them unchanged and their metrics count zero. K = 1 is the plain step, unstacked.
+stacked along a new leading axis (feed/stacking.py). The loop ends a call early where the
+host must act (log, evaluation, checkpoint, the last step): the call keeps its K slots, so
+it compiles once, and the unused slots hold batches without a valid row, which are no
+steps: state and health pass through them unchanged and their metrics count zero. K = 1 is the plain step, unstacked.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-from mlvae_jax.training import sharding
 
 Inputs = Mapping[str, jax.Array]
 # step(state, health, batch) -> (state, health, metrics): nonfinite.guard_step's signature
@@ -72,33 +68,3 @@ def call_length(step: int, steps_per_call: int, stops_at: Callable[[int], bool])
     if stops_at(step + length):
       return length
   return steps_per_call
-
-
-def stack(batches: Sequence[Mapping[str, np.ndarray]], steps_per_call: int,
-          keys: Sequence[str]) -> dict[str, np.ndarray]:
-  """One call's host inputs: `keys` of the batches; for K > 1 stacked into K slots, those
-  after the batches all padding (zeros, mask False)."""
-  if steps_per_call == 1:
-    (batch,) = batches
-    return {key: batch[key] for key in keys}
-  stacked = {}
-  for key in keys:
-    first = np.asarray(batches[0][key])
-    slots = np.zeros((steps_per_call, *first.shape), first.dtype)
-    slots[:len(batches)] = [batch[key] for batch in batches]
-    stacked[key] = slots
-  return stacked
-
-
-def input_sharding(mesh: Mesh, steps_per_call: int) -> NamedSharding:
-  """Observations split over 'data'; the slot axis of K > 1 whole on every device."""
-  if steps_per_call == 1:
-    return sharding.batch_sharding(mesh)
-  return NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
-
-
-def to_devices(local: Mapping[str, np.ndarray], mesh: Mesh, steps_per_call: int
-               ) -> dict[str, jax.Array]:
-  """This process's rows of a call's inputs -> the global inputs (one transfer call)."""
-  return jax.make_array_from_process_local_data(
-      input_sharding(mesh, steps_per_call), {key: np.asarray(v) for key, v in local.items()})

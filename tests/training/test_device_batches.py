@@ -10,7 +10,8 @@ import pytest
 
 from mlvae_jax import configs, data
 from mlvae_jax.training import sharding
-from mlvae_jax.training import device_batches
+from mlvae_jax.training.feed import host
+from mlvae_jax.training.feed import resident as device_batches
 from mlvae_jax.data import pipeline
 
 POLICIES = {
@@ -51,7 +52,7 @@ def test_gathered_batches_equal_the_host_batches_bitwise(data_root, policy, devi
   steps = [0, 1, 2, batcher.batches_in_epoch(0) + 1]  # into the second epoch
   for step in steps:
     layout = batcher.layout(step)
-    device_layout = sharding.global_batch(
+    device_layout = host.global_batch(
         {k: layout[k] for k in device_batches.LAYOUT_KEYS}, mesh)
     gathered = jax.device_get(gather(device_layout, images))
     expected = batcher(step)

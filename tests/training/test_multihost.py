@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from mlvae_jax import data as data_lib
-from mlvae_jax.training import loop, metrics_writer
+from mlvae_jax.training import metrics_writer
+from mlvae_jax.training.feed import host as feed_host
 from mlvae_jax import train
 from tests.test_launch import ROOT, SMOKE, run_launch, snapshot
 from tests.training.test_train import PARITY_RTOL, losses, params_at, smoke_config
@@ -110,7 +111,7 @@ def two_process_run(tmp_path_factory):
 @pytest.mark.multiprocess
 def test_two_processes_match_one_process_with_eight_devices(two_process_run, tmp_path, monkeypatch):
   config = smoke_config(**OVERRIDES, **{"data.device_resident": "off"})  # reads make_iterator
-  monkeypatch.setattr(loop, "make_iterator", _GlobalBatches)  # the trainer's batches only
+  monkeypatch.setattr(feed_host, "make_iterator", _GlobalBatches)  # the trainer's batches only
   train.train_and_evaluate(config, str(tmp_path / "one"))
 
   two = losses(two_process_run)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from mlvae_jax.training.prefetch import Prefetcher
+from mlvae_jax.training.feed.prefetch import Prefetcher
 
 WAIT_S = 30  # generous: only a hang reaches it
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mlvae_jax.training import sharding
+from mlvae_jax.training.feed import host as host_feed
 from mlvae_jax.training.workdir import SetupError
 
 
@@ -38,7 +39,7 @@ def test_batch_not_divisible_by_devices_names_a_fix():
 def test_global_batch_is_sharded_along_observations():
   mesh = _mesh(8)
   host = {"x": np.arange(32, dtype=np.float32).reshape(16, 2), "mask": np.ones(16, bool)}
-  batch = sharding.global_batch(host, mesh)
+  batch = host_feed.global_batch(host, mesh)
   assert batch["x"].sharding == sharding.batch_sharding(mesh)
   assert [s.data.shape for s in batch["x"].addressable_shards] == [(2, 2)] * 8
   np.testing.assert_array_equal(np.asarray(batch["x"]), host["x"])

@@ -16,7 +16,7 @@ from mlvae_jax import data
 from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite, sharding
 from mlvae_jax.training import setup as state_lib, step_calls
 from mlvae_jax.config_helpers import SetupError
-from mlvae_jax.training import device_batches
+from mlvae_jax.training.feed import resident as device_batches, stacking
 
 K = 4
 METRIC_RTOL = 1e-6  # a float32 rounding of a logged mean; parameters are compared bit for bit
@@ -39,7 +39,7 @@ def jit_call(run, steps_per_call, to_batch=step_calls.host_batch, data_sharding=
   return jax.jit(
       step_calls.scan_steps(guarded_step(run), steps_per_call, to_batch, unroll),
       in_shardings=(run.state_shardings, run.replicated,
-                    step_calls.input_sharding(run.mesh, steps_per_call), data_sharding),
+                    stacking.input_sharding(run.mesh, steps_per_call), data_sharding),
       out_shardings=(run.state_shardings, run.replicated, run.replicated),
   )
 
@@ -60,7 +60,7 @@ def single_steps(run, batches):
   state, health = fresh(run)
   sums = None
   for batch in batches:
-    inputs = step_calls.to_devices(step_calls.stack([batch], 1, STEP_KEYS), run.mesh, 1)
+    inputs = stacking.to_devices(stacking.stack([batch], 1, STEP_KEYS), run.mesh, 1)
     state, health, metrics = call(state, health, inputs, None)
     sums = metrics if sums is None else loop.add_trees(sums, metrics)
   return jax.device_get((state, sums))
@@ -75,7 +75,7 @@ def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices, unroll):
   run = make_run(devices)
   batches = host_batches(run, K)
   state, health = fresh(run)
-  inputs = step_calls.to_devices(step_calls.stack(batches, K, STEP_KEYS), run.mesh, K)
+  inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS), run.mesh, K)
   state, health, sums = jit_call(run, K, unroll=unroll)(state, health, inputs, None)
   expected_state, expected_sums = single_steps(run, batches)
   assert int(state.step) == K
@@ -87,7 +87,7 @@ def test_slots_without_a_valid_row_are_no_steps():
   run = make_run(1)
   batches = host_batches(run, 2)
   state, health = fresh(run)
-  inputs = step_calls.to_devices(step_calls.stack(batches, K, STEP_KEYS), run.mesh, K)
+  inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS), run.mesh, K)
   state, health, sums = jit_call(run, K)(state, health, inputs, None)
   expected_state, expected_sums = single_steps(run, batches)
   assert int(state.step) == 2
@@ -108,8 +108,8 @@ def test_device_resident_steps_equal_host_steps_bitwise(devices, steps_per_call)
   state, health = fresh(run)
   for first in range(0, 2 * K, steps_per_call):
     layouts = [batcher.layout(step) for step in range(first, first + steps_per_call)]
-    inputs = step_calls.stack(layouts, steps_per_call, device_batches.LAYOUT_KEYS)
-    state, health, _ = call(state, health, step_calls.to_devices(inputs, run.mesh,
+    inputs = stacking.stack(layouts, steps_per_call, device_batches.LAYOUT_KEYS)
+    state, health, _ = call(state, health, stacking.to_devices(inputs, run.mesh,
                                                                 steps_per_call), images)
   expected_state, _ = single_steps(run, [batcher(step) for step in range(2 * K)])
   assert_trees_equal(jax.device_get(state), expected_state)
@@ -121,8 +121,8 @@ def test_one_compile_for_every_group_structure_and_call_length():
   state, health = fresh(run)
   batches = host_batches(run, 12)
   for first, length in ((0, K), (4, 1), (5, 3), (8, K)):
-    inputs = step_calls.stack(batches[first:first + length], K, STEP_KEYS)
-    state, health, _ = call(state, health, step_calls.to_devices(inputs, run.mesh, K), None)
+    inputs = stacking.stack(batches[first:first + length], K, STEP_KEYS)
+    state, health, _ = call(state, health, stacking.to_devices(inputs, run.mesh, K), None)
   assert int(state.step) == 12
   assert call._cache_size() == 1
 
@@ -149,16 +149,16 @@ def test_calls_end_at_the_steps_the_host_acts_at(step, stops, expected):
 def test_inputs_of_a_call_are_stacked_and_padded_per_key():
   batches = [{"x": np.full((2, 3), i, np.float32), "mask": np.ones(2, bool), "labels": 0}
              for i in (1, 2)]
-  stacked = step_calls.stack(batches, 3, ("x", "mask"))
+  stacked = stacking.stack(batches, 3, ("x", "mask"))
   assert set(stacked) == {"x", "mask"}
   np.testing.assert_array_equal(stacked["x"][:, 0, 0], [1, 2, 0])
   np.testing.assert_array_equal(stacked["mask"].any(axis=1), [True, True, False])
-  assert step_calls.stack(batches[:1], 1, ("x",))["x"] is batches[0]["x"]
+  assert stacking.stack(batches[:1], 1, ("x",))["x"] is batches[0]["x"]
 
 
 def test_inputs_of_k_steps_are_split_along_observations():
   mesh = sharding.make_mesh(digits.get_config("smoke").mesh)
-  inputs = step_calls.to_devices({"mask": np.ones((K, 16), bool)}, mesh, K)
+  inputs = stacking.to_devices({"mask": np.ones((K, 16), bool)}, mesh, K)
   assert inputs["mask"].shape == (K, 16)
   assert {s.data.shape for s in inputs["mask"].addressable_shards} == {(K, 16 // mesh.size)}
 

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from mlvae_jax.training import sharding
 from mlvae_jax.data import pipeline
 from mlvae_jax.data.errors import DataError
+from mlvae_jax.training import sharding
 
 MODES = ("auto", "on", "off")
 LAYOUT_KEYS = ("rows", "group_ids", "mask")  # what a step reads of a layout

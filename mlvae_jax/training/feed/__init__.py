@@ -1,33 +1,34 @@
-"""What the training loop's calls read: host batches, or layouts of a split kept on device.
+"""Feeding the training calls: everything between the data pipeline and a jitted call.
 
 `make_feed` decides per config.data.device_resident whether the train split stays on the
-devices (data/device_batches.py: a call then receives only rows, group ids and mask, and
-gathers its images there) or batches come from the host pipeline. Either way `calls` yields
-the inputs of one call of up to K steps at a time, already on the devices: a background
-thread assembles and copies them while the devices run the previous call (data/prefetch.py).
-Each comes with the iterator state right after its batches, what a checkpoint at the
-call's end stores.
+devices (resident.py: a call then receives only rows, group ids and mask, and gathers its
+images there) or batches come from the host pipeline (host.py). Either way `calls` yields
+the inputs of one call of up to K steps at a time (stacking.py), already on the devices: a
+background thread assembles and copies them while the devices run the previous call
+(prefetch.py). Each comes with the iterator state right after its batches, what a
+checkpoint at the call's end stores. `mlvae_jax.data` knows no devices; this package is
+where its batches meet them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import jax
 import numpy as np
 
 from mlvae_jax import data as data_lib
-from mlvae_jax.training import device_memory
-from mlvae_jax.training import step_calls
-from mlvae_jax.training import device_batches
 from mlvae_jax.data import pipeline
-from mlvae_jax.training.prefetch import Prefetcher
 from mlvae_jax.groups import validate_batch
-from mlvae_jax.training.setup import Setup
+from mlvae_jax.training import device_memory, step_calls
+from mlvae_jax.training.feed import host, resident, stacking
+from mlvae_jax.training.feed.prefetch import Prefetcher
+from mlvae_jax.training.workdir import SetupError
 
-HOST_KEYS = ("x", "group_ids", "mask")  # what the loss reads; labels/factors stay on host
+if TYPE_CHECKING:
+  from mlvae_jax.training.setup import Setup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,34 +63,40 @@ class Feed:
     return self.data.addressable_shards[0].data.nbytes
 
 
-def make_feed(run: Setup, make_iterator: Callable[..., Any]) -> Feed:
-  """The train split's feed, resident images placed; `make_iterator(config, split)` gives
-  the host path's batches."""
+def make_feed(run: Setup) -> Feed:
+  """The train split's feed, resident images placed; a split that cannot give the
+  configured batches is a SetupError (one line)."""
+  try:
+    return _make_feed(run)
+  except ValueError as e:  # DataError: the split cannot give the configured batches
+    raise SetupError(str(e).strip().splitlines()[0]) from e
+
+
+def _make_feed(run: Setup) -> Feed:
   config, mesh, k = run.config, run.mesh, run.config.train.steps_per_call
   batcher = data_lib.make_batcher(config.data, "train", seed=config.seed,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
   local = mesh.local_devices
-  resident = device_batches.keep_resident(
+  keep = resident.keep_resident(
       config.data.device_resident, batcher.shard_nbytes,
       device_memory.free_bytes(local[0], len(local)))
-  if not resident:
-    return Feed(make_iterator(config, "train"), HOST_KEYS, step_calls.host_batch, None,
-                _input_specs(batcher(0), HOST_KEYS, mesh, k))
-  layouts = device_batches.LayoutIterator(
+  if not keep:
+    return Feed(host.make_iterator(config, "train"), host.STEP_KEYS, step_calls.host_batch,
+                None, _input_specs(batcher(0), host.STEP_KEYS, mesh, k))
+  layouts = resident.LayoutIterator(
       batcher, pipeline.fingerprint(config.data, "train", config.seed, None))
-  to_batch = functools.partial(device_batches.gather_batch, pixel_scale=batcher.pixel_scale,
+  to_batch = functools.partial(resident.gather_batch, pixel_scale=batcher.pixel_scale,
                                mesh=mesh)
-  return Feed(layouts, device_batches.LAYOUT_KEYS, to_batch,
-              device_batches.put_images(batcher, mesh),
-              _input_specs(batcher.layout(0), device_batches.LAYOUT_KEYS, mesh, k))
+  return Feed(layouts, resident.LAYOUT_KEYS, to_batch, resident.put_images(batcher, mesh),
+              _input_specs(batcher.layout(0), resident.LAYOUT_KEYS, mesh, k))
 
 
 def _input_specs(sample: Mapping[str, np.ndarray], keys: tuple[str, ...], mesh: Any,
                  steps_per_call: int) -> dict[str, jax.ShapeDtypeStruct]:
   """Global shapes of a call's inputs from one host batch (every process's rows)."""
   lead = () if steps_per_call == 1 else (steps_per_call,)
-  sharding = step_calls.input_sharding(mesh, steps_per_call)
+  sharding = stacking.input_sharding(mesh, steps_per_call)
   return {key: jax.ShapeDtypeStruct(
       (*lead, sample[key].shape[0] * jax.process_count(), *sample[key].shape[1:]),
       sample[key].dtype, sharding=sharding) for key in keys}
@@ -111,7 +118,7 @@ def calls(feed: Feed, run: Setup, start: int, stop: int,
         for batch in batches:
           validate_batch(batch if "x" in batch else dict(batch, x=batch["rows"]),
                          config.data.num_groups)
-      inputs = step_calls.to_devices(step_calls.stack(batches, k, feed.keys), run.mesh, k)
+      inputs = stacking.to_devices(stacking.stack(batches, k, feed.keys), run.mesh, k)
       step += length
       yield Call(inputs, length, feed.iterator.get_state())
 
