@@ -1,7 +1,7 @@
 """Can the encoder learn the pose warp's angle from the angle-equivariance term alone?
 
 Trains an experiment's encoder (fresh parameters) with nothing but
-`objectives.angle_equivariance_term` on fresh grouped_shapes renders, and reports, on held-out
+`objectives.terms.angle_equivariance` on fresh grouped_shapes renders, and reports, on held-out
 renders turned by known angles, the term and the slope of the measured angle change against
 the turn for each shape (1: the angle turns with the input; 0: it ignores it). It separates
 "the term cannot teach this encoder the angle" from "the rest of the objective stops it"
@@ -28,6 +28,7 @@ import optax  # noqa: E402
 
 from mlvae_jax.pose import equivariance, warp  # noqa: E402
 from mlvae_jax import models, objectives
+from mlvae_jax.objectives import terms  # noqa: E402
 from mlvae_jax.config_helpers import load_module, split_config_spec  # noqa: E402
 from mlvae_jax.data import shapes  # noqa: E402
 
@@ -62,10 +63,13 @@ def learn_angle(spec: str, steps: int, symmetry: int, shape_names: list[str], ba
   opt_state = optimiser.init(params)
 
   def term(p, x, key):
-    variables = {"params": p}
-    posterior = model.apply(variables, x, method="encode")
-    return objectives.angle_equivariance_term(model, variables, x, posterior,
-                                              jnp.ones(x.shape[0], bool), key, config.objective)
+    def encode(images: jax.Array) -> models.Posterior:
+      return model.apply({"params": p}, images, method="encode")
+
+    mask = jnp.ones(x.shape[0], bool)
+    inputs = objectives.TermInputs(encode(x), {"x": x, "mask": mask}, jnp.zeros_like(mask, jnp.int32),
+                                   1, encode=encode, encoder_input=x, rng=key)
+    return terms.angle_equivariance(inputs, config.objective)
 
   @jax.jit
   def train_step(p, state, x, key):

@@ -42,7 +42,7 @@ MUTATIONS = (
     ),
     Mutation(
         "stop_gradient on the sampled content",
-        "mlvae_jax/objectives/loss.py",
+        "mlvae_jax/objectives/elbo.py",
         "  style = posterior.style_mu + ",
         "  content = jax.lax.stop_gradient(content)\n  style = posterior.style_mu + ",
     ),
@@ -55,7 +55,7 @@ MUTATIONS = (
     ),
     Mutation(
         "content KL charged once per member",
-        "mlvae_jax/objectives/loss.py",
+        "mlvae_jax/objectives/elbo.py",
         "content_kl = jnp.sum(jnp.where(valid_group, kl_content, 0.0)) / num_valid",
         "content_kl = per_group_mean(groups.gather_to_members(kl_content, group_ids))",
     ),

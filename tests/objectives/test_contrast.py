@@ -106,7 +106,8 @@ def test_the_loss_adds_the_weighted_term_to_the_paper_objective():
   paper, paper_metrics = objectives.group_elbo(post, decode, batch, noise, 4, config)
   assert "content_contrast" not in paper_metrics
   config.content_contrast_weight, config.content_contrast_temperature = 7.0, 0.5
-  loss, metrics = objectives.group_elbo(post, decode, batch, noise, 4, config)
+  loss, metrics = objectives.add_terms(paper, paper_metrics, objectives.TermInputs(
+      post, batch, batch["group_ids"], 4), config)
   expected = reference_contrast(np.asarray(post.content_mu), ids, mask, 0.5)
   np.testing.assert_allclose(float(metrics["content_contrast"]), expected, rtol=1e-4)
   np.testing.assert_allclose(float(loss), float(paper) + 7.0 * expected, rtol=1e-5)

@@ -398,9 +398,10 @@ def test_style_hsic_group_kernel(kernel):
   posterior = models.Posterior(*(jnp.float32(p) for p in post))
   config = _objective_config(single_member_rate=1.0)
   noise = objectives.sample_noise(jax.random.PRNGKey(0), 12, 4, CONTENT_DIM, STYLE_DIM, "group", 1.0)
-  paper_loss, _ = objectives.group_elbo(posterior, decode, batch, noise, 4, config)
+  paper_loss, paper_metrics = objectives.group_elbo(posterior, decode, batch, noise, 4, config)
   config.update(style_hsic_weight=5.0, style_hsic_group_kernel=kernel)
-  loss, metrics = objectives.group_elbo(posterior, decode, batch, noise, 4, config)
+  loss, metrics = objectives.add_terms(paper_loss, paper_metrics, objectives.TermInputs(
+      posterior, batch, batch["group_ids"], 4), config)
   group_content = None
   if kernel == "content":
     product = {g: reference.product_of_normals(post[0][ids == g], post[1][ids == g])[0]

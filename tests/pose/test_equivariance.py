@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mlvae_jax import configs, models, objectives
+from mlvae_jax.objectives import terms
 from mlvae_jax.pose import equivariance, warp
 from tests import reference
 
@@ -155,9 +156,10 @@ def test_the_loss_adds_the_weighted_term_and_leaves_the_elbo():
   assert "angle_equivariance" not in paper
   loss, metrics = objectives.make_loss_fn(model, _tiny_config(250.0))(params, batch, key, jnp.int32(3))
   posterior = model.apply({"params": params}, batch["x"], method="encode")
-  term = objectives.angle_equivariance_term(model, {"params": params}, batch["x"], posterior,
-                                            batch["mask"], jax.random.fold_in(key, 3),
-                                            _tiny_config(250.0).objective)
+  inputs = objectives.TermInputs(
+      posterior, batch, batch["group_ids"], 3, rng=key, encoder_input=batch["x"],
+      encode=lambda x: model.apply({"params": params}, x, method="encode"))
+  term = terms.angle_equivariance(inputs, _tiny_config(250.0).objective)
   assert float(term) > 0
   np.testing.assert_allclose(float(metrics["angle_equivariance"]), float(term), rtol=1e-6)
   np.testing.assert_allclose(float(loss), float(paper_loss) + 250.0 * float(term), rtol=1e-5)
