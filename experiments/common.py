@@ -1,32 +1,68 @@
-"""What every experiment file shares: its arg string and the switches every experiment has.
+"""What every experiment file shares: its arg string, its presets and the switches every
+experiment has.
 
 An experiment arg is a comma-separated list, `smoke,variant=vae,likelihood=gaussian`: a bare
 name sets a boolean to True, `key=value` sets any other; values take the type of the
-default. Unknown names fail with the valid ones.
+default. A bare preset name (`paper`) picks that preset, as `preset=paper` does. Unknown names
+fail with the valid ones.
+
+A preset is a flat dictionary {dotted config key: value} applied on top of the experiment's
+`BASE` (another flat dictionary): a preset never sets a key `BASE` sets, so every setting is
+written once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 
-from mlvae_jax.configs import VARIANTS, evaluator
+from mlvae_jax.config_helpers import set_path
+from mlvae_jax.configs import VARIANTS, base_config, evaluator
+
+Overrides = Mapping[str, Any]
 
 
-def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
-  """The experiment's arg string as a ConfigDict with the keys (and types) of `defaults`."""
+def parse_arg(arg: str | None, presets: Mapping[str, Overrides] | None = None,
+              **defaults: Any) -> ml_collections.ConfigDict:
+  """The experiment's arg string as a ConfigDict with the keys (and types) of `defaults`,
+  plus `preset` (the first of `presets` unless the arg names another) when `presets` is given."""
+  presets = presets or {}
+  if presets:
+    defaults = {"preset": next(iter(presets)), **defaults}
   args = ml_collections.ConfigDict(defaults)
+  named = []
   for item in filter(None, (arg or "").split(",")):
     key, has_value, value = item.partition("=")
+    if key in presets and not has_value:
+      key, value, has_value = "preset", key, True
     if key not in defaults:
-      raise ValueError(f"unknown experiment arg {key!r}; valid: {', '.join(defaults)}")
+      raise ValueError(f"unknown experiment arg {key!r}; valid: {', '.join(defaults)}"
+                       + (f", or a preset: {', '.join(presets)}" if presets else ""))
     kind = type(defaults[key])
     if kind is bool:
       args[key] = value.lower() in ("", "1", "true", "yes") if has_value else True
     else:
       args[key] = kind(value)
+    named += [args[key]] if key == "preset" else []
+  if presets and (len(named) > 1 or args.preset not in presets):
+    raise ValueError(f"experiment arg names the presets {named}; pick one of {', '.join(presets)}")
   return args
+
+
+def build_config(base: Overrides, preset: Overrides) -> ml_collections.ConfigDict:
+  """configs.base_config() with `base`, then `preset`, set key by key (dotted keys)."""
+  shared = sorted(set(base) & set(preset))
+  if shared:
+    raise ValueError(f"the preset sets {shared}, which the experiment's BASE sets already; "
+                     "set each key in one of them")
+  config = base_config()
+  for key, value in {**base, **preset}.items():
+    try:
+      set_path(config, key, value)
+    except KeyError:
+      raise ValueError(f"preset key {key!r} is not a config key; see mlvae_jax/configs.py") from None
+  return config
 
 
 def set_schedule(config: ml_collections.ConfigDict, num_steps: int, log_every: int,

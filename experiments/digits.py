@@ -1,30 +1,38 @@
-r"""The quickstart: ML-VAE on scikit-learn's 8x8 digits, grouped by digit; offline, ~2 min.
+r"""The quickstart: ML-VAE on scikit-learn's 8x8 digits, grouped by digit; offline, ~30 s.
 
   python launch.py --config=experiments/digits.py --workdir=/tmp/mlvae_digits
 
-Args (comma-separated after ':'): `smoke` (seconds), `variant=mlvae|gvae|vae` (baselines),
-`likelihood=bernoulli|gaussian`. Sweep (2 x 2, see get_sweep):
+ends with (docs/digits/report.md): the digit from one image's content 0.947 (style 0.331);
+pooling 1 -> 16 images raises group identification from 0.827 to 0.929. A 2 x 2 sweep:
 
   python launch.py --config=experiments/digits.py:smoke --workdir=/tmp/digits_sweep \
       --mode=sweep --sweep_parallel=2
+
+Args (comma-separated after ':'): a preset (`default`), `smoke` (seconds),
+`variant=mlvae|gvae|vae` (baselines), `likelihood=bernoulli|gaussian`.
 """
 
 from experiments import common
 from mlvae_jax import config_helpers, configs
 
+BASE = {
+    "data.name": "digits",
+    "data.batch_size": 64,  # the validation split (144 images) must fill one batch
+    "data.num_groups": 8,
+    "data.group_policy": "fixed",
+    "data.group_size": 8,
+    "model.family": "mlp",
+}
+
+PRESETS = {
+    # docs/digits/report.md: the quickstart's measured run.
+    "default": {"model.hidden": 256, "model.content_dim": 8, "model.style_dim": 8},
+}
+
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, smoke=False, variant="mlvae", likelihood="bernoulli")
-  config = configs.base_config()
-  config.data.name = "digits"
-  config.data.batch_size = 64  # the validation split (144 images) must fill one batch
-  config.data.num_groups = 8
-  config.data.group_policy = "fixed"
-  config.data.group_size = 8
-  config.model.family = "mlp"
-  config.model.hidden = 256
-  config.model.content_dim = 8
-  config.model.style_dim = 8
+  args = common.parse_arg(arg, PRESETS, smoke=False, variant="mlvae", likelihood="bernoulli")
+  config = common.build_config(BASE, PRESETS[args.preset])
   config.model.likelihood = args.likelihood
   common.set_schedule(config, 20000, log_every=200, eval_every=5000)
   config.evals.accumulation = configs.evaluator("accumulation")

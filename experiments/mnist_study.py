@@ -10,9 +10,9 @@ the sweep tool, at the study's length:
   # then the combinations of the levers that moved the style probes:
   python launch.py ... --sweep=experiments/mnist_study.py:combinations --workdir=/tmp/mnist_combos
   # then content levers, and every later sweep, from the default of their time, kept as
-  # mnist.py:previous (the unseen-digit sweeps also set data.unseen_groups=7,8,9 and
+  # mnist.py:groups_of_8 (the unseen-digit sweeps also set data.unseen_groups=7,8,9 and
   # evals.accumulation.split=unseen; docs/mnist/study.md has each command):
-  python launch.py --config=experiments/mnist.py:previous,study --workdir=/tmp/mnist_content \
+  python launch.py --config=experiments/mnist.py:groups_of_8,study --workdir=/tmp/mnist_content \
       --mode=sweep --sweep=experiments/mnist_study.py:content --config.data.manual_dir=...
 """
 
@@ -53,7 +53,7 @@ COMBINATIONS = (
 
 
 # Content levers on the 2-d style + style HSIC 1e5 setting (run from
-# `experiments/mnist.py:previous,study` with `--sweep=...:content`): single-image content
+# `experiments/mnist.py:groups_of_8,study` with `--sweep=...:content`): single-image content
 # accuracy is what that setting lacked. Every point names its single_member_rate, since the
 # experiment's default became 0.5 after this sweep (its first row, 'default' in
 # study/content_sweep.md, is the rate-0 point).
@@ -66,7 +66,7 @@ CONTENT = (
 )
 
 # Unseen digits: levers for identifying digits held out of training (run from
-# `experiments/mnist.py:previous` with `--sweep=...:unseen`, data.unseen_groups=7,8,9 and the
+# `experiments/mnist.py:groups_of_8` with `--sweep=...:unseen`, data.unseen_groups=7,8,9 and the
 # accumulation evaluator on the 'unseen' split; see docs/mnist/study.md for the command).
 UNSEEN = (
     {"objective.single_member_rate": 0.0},
@@ -99,7 +99,7 @@ UNSEEN_GROUPS = tuple(
     for rate, content_dim, size in ((0.5, 20, 2), (0.5, 10, 4), (0.5, 32, 4), (0.25, 20, 4),
                                     (1.0, 20, 4), (0.5, 10, 2)))
 
-# Seen and unseen digits together, at the full 20,000 steps (run from mnist.py:previous twice:
+# Seen and unseen digits together, at the full 20,000 steps (run from mnist.py:groups_of_8 twice:
 # once as is, once with data.unseen_groups=7,8,9): groups of 2 met neither goal by a few
 # thousandths, so these try to move both at once rather than trade one for the other.
 PAIRS = {"model.content_dim": 20, "data.group_size": 2, "data.num_groups": 128,
@@ -115,7 +115,7 @@ FRONTIER = (
 )
 
 # Unseen digits from the best frontier point (pairs, rate 0.75, cosine: the shipped setting
-# since), screened at 4,000 steps from mnist.py:previous (with pairs, unseen identification at
+# since), screened at 4,000 steps from mnist.py:groups_of_8 (with pairs, unseen identification at
 # 4k matched 20k: 0.890 / 0.883 at rate 0.5).
 BEST_PAIRS = FRONTIER[3]
 SCREEN = tuple({**BEST_PAIRS, **change} for change in (
