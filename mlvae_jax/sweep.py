@@ -4,7 +4,8 @@ A sweep is what `get_sweep(arg)` returns (in the experiment file or a separate s
 a list of {dotted key: value} points, usually built with `config_helpers.product`. Each point runs as its
 own `launch.py` process in WORKDIR/<point name>; a point whose final_metrics.json exists is
 finished and not rerun when the sweep is run again (status "done earlier"). The summary goes
-to WORKDIR/sweep.csv and WORKDIR/sweep.md.
+to WORKDIR/sweep.csv and WORKDIR/sweep.md; a sweep with a `seed` axis also gets the mean and
+95% interval over seeds of every metric (results.json/.csv/.md, mlvae_jax/results_table.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import ml_collections
 from mlvae_jax.config_helpers import (
     Point, SetupError, load_module, set_path, split_config_spec, unknown_key_message,
 )
+from mlvae_jax import results_table
 from mlvae_jax.evaluation.report import headline_metrics
 from mlvae_jax.training.workdir import FINAL_METRICS_FILE, check_writable, read_json
 
@@ -157,6 +159,9 @@ def summarise(jobs: Sequence[Job], status: Mapping[str, str], workdir: str) -> s
   markdown = "\n".join(lines) + "\n"
   with open(os.path.join(workdir, MARKDOWN_FILE), "w") as f:
     f.write(markdown)
+  if results_table.write(workdir, [(job.point, job.workdir) for job in jobs]):  # a seed axis
+    with open(os.path.join(workdir, results_table.MARKDOWN_FILE)) as f:
+      markdown += "\n" + f.read()
   return markdown
 
 

@@ -42,7 +42,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       report = evaluators.write(final, config.train.num_steps)
       with open(os.path.join(workdir, workdir_lib.FINAL_METRICS_FILE), "w") as f:
         json.dump(final, f, indent=2, sort_keys=True)
-      print(evaluation.headline(final, str(report)))
+      print(evaluation.headline(final, str(report), config.evals_split))
   finally:
     lock.release()
   return final
@@ -67,5 +67,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
     checkpoint = os.path.join(checkpoint_lib.checkpoint_dir(workdir), str(step))
     report = evaluators.write(metrics, step, checkpoint)
     print(f"evaluated checkpoint {checkpoint}")
-    print(evaluation.headline(metrics, str(report)))
+    print(evaluation.headline(metrics, str(report), config.evals_split))
   return metrics

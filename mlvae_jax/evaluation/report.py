@@ -9,6 +9,8 @@ import pathlib
 
 import ml_collections
 
+from mlvae_jax import configs
+
 
 def write_report(
     path: pathlib.Path, config: ml_collections.ConfigDict, metrics: dict[str, float],
@@ -29,15 +31,24 @@ def write_report(
   ]
   if checkpoint:
     lines += [f"checkpoint: {checkpoint}", ""]
+  lines += [heldout_line(config.evals_split), ""]
   for name, rows in by_evaluator.items():
     entry = config.evals[name]
-    lines += [f"## {name}: {entry.type} on {entry.split} ({timings.get(name, 0.0):.1f} s)", "",
+    split = configs.resolve_split(entry.split, config)
+    lines += [f"## {name}: {entry.type} on {split} ({timings.get(name, 0.0):.1f} s)", "",
               "| metric | value |", "| --- | --- |"]
     lines += [f"| {metric} | {value:.4f} |" for metric, value in rows]
     lines.append("")
   for image in sorted(path.parent.glob("*.png")):
     lines += [f"![{image.name}]({image.name})", ""]
   path.write_text("\n".join(lines))
+
+
+def heldout_line(evals_split: str) -> str:
+  """Which split the held-out numbers are of, and whether they may be used to choose."""
+  use = ("for choosing settings" if evals_split == "validation"
+         else "to report a setting chosen on validation; never to choose")
+  return f"held-out split: {evals_split} (config.evals_split; {use})"
 
 
 HEADLINE_KEYS = (
@@ -63,10 +74,14 @@ def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
   return shown
 
 
-def headline(metrics: dict[str, float], report: str | None = None) -> str:
-  """A few lines for the console at the end of a run or an evaluation."""
+def headline(metrics: dict[str, float], report: str | None = None,
+             evals_split: str | None = None) -> str:
+  """A few lines for the console at the end of a run or an evaluation; `evals_split` (the
+  config's) names the split of the held-out numbers."""
   shown = ", ".join(f"{key} {value:.4g}" for key, value in headline_metrics(metrics).items())
   lines = [f"step {int(metrics.get('step', 0))}: {shown}"]
+  if evals_split:
+    lines.append(heldout_line(evals_split))
   if report and os.path.exists(report):
     lines.append(f"report: {report}")
   return "\n".join(lines)

@@ -73,7 +73,7 @@ class Evaluators:
     for name, cls in classes.items():
       if cls.on_mesh or jax.process_index() == 0:
         try:
-          self.evaluators[name] = cls(self.ctx, config.evals[name])
+          self.evaluators[name] = cls(self.ctx, configs.resolved_entry(config, name))
         except ValueError as e:  # DataError and the evaluators' own checks name the cause
           raise SetupError(f"config.evals.{name}: {str(e).strip().splitlines()[0]}") from e
     self.best = self._check_keep_best(config, classes)

@@ -25,7 +25,7 @@ RESUMABLE_KEYS = (
     "train.num_steps", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.keep_best_metric", "train.resume", "train.debug_checks",
     "train.on_nonfinite", "train.max_nonfinite_in_a_row",
-    "mesh.", "evals.", "data.num_workers", "data.data_dir", "data.manual_dir",
+    "mesh.", "evals.", "evals_split", "data.num_workers", "data.data_dir", "data.manual_dir",
     "data.device_resident", "train.steps_per_call",
 )
 

@@ -100,7 +100,7 @@ def test_report_files_are_written(digits_run):
   saved = json.loads((workdir / "eval/metrics.json").read_text())
   assert saved["step"] == 400 and saved["classify/content_accuracy"] == metrics["classify/content_accuracy"]
   report = (workdir / "eval/report.md").read_text()
-  assert "## classify: classify on test" in report and "## curve: accumulation on unseen" in report
+  assert "## classify: classify on validation" in report and "## curve: accumulation on unseen" in report
   for image in ("swap.png", "reconstructions.png"):
     assert f"![{image}]({image})" in report
     assert (workdir / "eval" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -52,7 +52,7 @@ def test_writability_is_checked_without_creating_anything(tmp_path):
 @pytest.mark.parametrize("key, expected", [
     ("model.hiden", "did you mean 'model.hidden'?"),
     ("modle.hidden", "did you mean 'model.hidden'?"),
-    ("zzz", "valid keys start with one of: data, evals, mesh, model, objective, optim, seed, train"),
+    ("zzz", "valid keys start with one of: data, evals, evals_split, mesh, model, objective, optim, seed, train"),
 ])
 def test_unknown_keys_suggest_the_nearest_valid_key(key, expected):
   assert config_helpers.unknown_key_message(digits.get_config(), key).endswith(expected)
