@@ -13,7 +13,7 @@ timed alternately, best of --repeats, on one synthetic MNIST-shaped batch:
 - `fused Bernoulli`: x*l - softplus(l) with a hand-written gradient (x - sigmoid(l)) sharing
   exp(-|l|) between value and gradient, instead of jax.nn.softplus and autodiff.
 
-A candidate is adopted for a backend only where it measures faster there (README, Training
+A candidate is adopted for a backend only where it measures faster there (docs/runtime.md, Training
 speed, records which and where).
 """
 

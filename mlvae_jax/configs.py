@@ -23,7 +23,7 @@ VARIANTS = ("mlvae", "gvae", "vae")
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """All keys with defaults; see README's 'Configuration' section for their meaning."""
+  """All keys with defaults; see docs/evaluators.md, 'Configuration', for their meaning."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 
@@ -127,7 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_best_metric = ""  # e.g. 'val/elbo' keeps the best checkpoint by it
   c.train.resume = "auto"  # auto | restart | never
   c.train.debug_checks = False  # validate every batch on the host
-  c.train.on_nonfinite = "stop"  # stop | skip: what a NaN/inf loss or gradient does (README: Faults)
+  c.train.on_nonfinite = "stop"  # stop | skip: what a NaN/inf loss or gradient does (docs/runtime.md: Faults)
   c.train.max_nonfinite_in_a_row = 10  # skip: this many dropped updates in a row end the run
   c.train.steps_per_call = 1  # K: steps per jitted call (a lax.scan); cadences end calls early
 
