@@ -130,9 +130,8 @@ class StepTimer:
     self.compiled = loop.compile_call(run, feed)
     self.memory = device_memory.call_bytes(self.compiled)
     self.flops_per_step = self.compiled.cost_analysis()["flops"] / self.k
-    batch = next(feed.iterator)
-    self.inputs = stacking.to_devices(stacking.stack([batch] * self.k, self.k, feed.keys),
-                                        run.mesh, self.k)
+    self.inputs = stacking.to_devices(feed.take(self.k), feed.input_sharding)
+    self.data = feed.data
     self.state = jax.jit(run.init, out_shardings=run.state_shardings)()
     self.health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
     self._calls(2)  # warm-up
@@ -140,7 +139,7 @@ class StepTimer:
   def _calls(self, count: int) -> None:
     previous = None
     for _ in range(count):
-      self.state, self.health, metrics = self.compiled(self.state, self.health, self.inputs, None)
+      self.state, self.health, metrics = self.compiled(self.state, self.health, self.inputs, self.data)
       if previous is not None:
         jax.block_until_ready(previous)  # two calls in flight at most, as in the loop
       previous = metrics

@@ -106,6 +106,34 @@ class Batcher:
     return epoch, step - (self._ends[epoch - 1] if epoch else 0)
 
   @property
+  def policy(self) -> policies.Policy:
+    return self._policy
+
+  @property
+  def process_index(self) -> int:
+    return self._process_index
+
+  @property
+  def shard_codes(self) -> list[np.ndarray]:
+    """Every process's group codes, in the order of its shard (`shard_images`' rows)."""
+    return list(self._shard_codes)
+
+  @property
+  def local_shape(self) -> tuple[int, int]:
+    """(rows, group slots) of this process's batch: N / P and G / P."""
+    return self._local_n, self._local_g
+
+  @property
+  def num_groups(self) -> int:
+    """G of the global batch: the group id of padding rows."""
+    return self._num_groups
+
+  @property
+  def entropy(self) -> tuple[int, int]:
+    """(seed, split salt): what every draw of this split is seeded with."""
+    return self._entropy[0], self._entropy[1]
+
+  @property
   def pixel_scale(self) -> np.float32:
     """What a stored pixel is multiplied by to lie in [0, 1]."""
     return self._scale

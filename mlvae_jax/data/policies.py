@@ -111,60 +111,59 @@ def _plan_random_batches(policy: Policy, codes: np.ndarray, rng: np.random.Gener
                          batch_size: int, drop_remainder: bool) -> Plan:
   order = rng.permutation(len(codes))
   stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
+  order, batch = order[:stop], np.arange(stop) // batch_size
   offsets = np.append(np.arange(0, stop, batch_size), stop)
-  rows, slots = [], []
-  for lo, hi in zip(offsets[:-1], offsets[1:]):
-    batch = order[lo:hi]
-    if policy.kind == "iid":
-      rows.append(batch)
-      slots.append(np.arange(len(batch)))
-    else:
-      batch = batch[np.argsort(codes[batch], kind="stable")]
-      rows.append(batch)
-      slots.append(np.concatenate([[0], np.cumsum(np.diff(codes[batch]) != 0)]))
-  return _plan(rows, slots)
+  if policy.kind == "iid":
+    return Plan(order.astype(np.int64), (np.arange(stop) % batch_size).astype(np.int32),
+                offsets.astype(np.int64))
+  rows = order[np.lexsort((codes[order], batch))]  # by value within a batch, stable
+  values = codes[rows]
+  change = np.concatenate([[0], (values[1:] != values[:-1]) & (batch[1:] == batch[:-1])])
+  counted = np.cumsum(change)
+  return Plan(rows.astype(np.int64), (counted - counted[offsets[:-1]][batch]).astype(np.int32),
+              offsets.astype(np.int64))
 
 
 def _plan_groups(policy: Policy, codes: np.ndarray, rng: np.random.Generator, batch_size: int,
                  num_groups: int, drop_remainder: bool) -> Plan:
   order = np.lexsort((rng.random(len(codes)), codes))  # by value, shuffled within a value
   _, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
-  groups = [(start + lo, size) for start, count in zip(starts, counts)
-            for lo, size in _cut(policy, count, rng)]
-  rows, slots, batch_rows, batch_sizes = [], [], [], []
-
-  def close():
-    rows.append(np.concatenate(batch_rows))
-    slots.append(np.repeat(np.arange(len(batch_sizes)), batch_sizes))
-    batch_rows.clear()
-    batch_sizes.clear()
-
-  for g in rng.permutation(len(groups)):
-    start, size = groups[g]
-    if len(batch_sizes) == num_groups or sum(batch_sizes) + size > batch_size:
-      close()
-    batch_rows.append(order[start:start + size])
-    batch_sizes.append(size)
-  if batch_sizes and not drop_remainder:
-    close()
-  return _plan(rows, slots)
+  groups = np.concatenate([np.zeros((0, 2), np.int64)] + [
+      _cut(policy, count, rng) + [start, 0] for start, count in zip(starts, counts)])
+  groups = groups[rng.permutation(len(groups))]
+  batch = _pack(groups[:, 1], batch_size, num_groups)
+  if drop_remainder and len(batch):  # the last batch is still open: left out
+    groups, batch = groups[batch < batch[-1]], batch[batch < batch[-1]]
+  group_start, sizes = groups[:, 0], groups[:, 1]
+  ends = np.cumsum(sizes)
+  rows = order[np.repeat(group_start - (ends - sizes), sizes) + np.arange(ends[-1] if len(ends) else 0)]
+  first_group = np.searchsorted(batch, np.arange(batch[-1] + 1 if len(batch) else 0))
+  slots = np.repeat(np.arange(len(batch)) - first_group[batch], sizes)
+  offsets = np.concatenate([[0], np.cumsum(np.bincount(batch, weights=sizes).astype(np.int64))])
+  return Plan(rows.astype(np.int64), slots.astype(np.int32), offsets.astype(np.int64))
 
 
-def _cut(policy: Policy, count: int, rng: np.random.Generator) -> list[tuple[int, int]]:
-  """(offset, size) pieces of a value's `count` shuffled members; a tail < k_min is left out."""
+def _pack(sizes: np.ndarray, batch_size: int, num_groups: int) -> np.ndarray:
+  """The batch of each group, packed greedily in order: a batch closes when it has G groups
+  or the next group would overflow N rows. Linear in the groups; closed form for one size."""
+  if len(sizes) and (sizes == sizes[0]).all():
+    return np.arange(len(sizes)) // min(num_groups, batch_size // int(sizes[0]))
+  batch = np.empty(len(sizes), np.int64)
+  index = rows = count = 0
+  for j, size in enumerate(sizes.tolist()):
+    if count == num_groups or rows + size > batch_size:
+      index, rows, count = index + 1, 0, 0
+    batch[j], rows, count = index, rows + size, count + 1
+  return batch
+
+
+def _cut(policy: Policy, count: int, rng: np.random.Generator) -> np.ndarray:
+  """[pieces, 2] (offset, size) of a value's `count` shuffled members; a tail < k_min is
+  left out."""
   sizes = rng.integers(policy.k_min, policy.k_max + 1, size=count // policy.k_min + 1)
   ends = np.cumsum(sizes)
   ends = ends[ends <= count]
   if count - (ends[-1] if ends.size else 0) >= policy.k_min:
     ends = np.append(ends, count)
   starts = np.concatenate([[0], ends[:-1]])
-  return list(zip(starts.tolist(), (ends - starts).tolist()))
-
-
-def _plan(rows: list[np.ndarray], slots: list[np.ndarray]) -> Plan:
-  sizes = [len(r) for r in rows]
-  return Plan(
-      rows=np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64),
-      slots=np.concatenate(slots).astype(np.int32) if slots else np.zeros(0, np.int32),
-      offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-  )
+  return np.stack([starts, ends - starts], axis=1).astype(np.int64)

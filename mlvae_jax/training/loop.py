@@ -40,7 +40,6 @@ from mlvae_jax.training import sharding
 from mlvae_jax.training import setup as state_lib
 from mlvae_jax.training import step_calls
 from mlvae_jax.training import feed as train_feed
-from mlvae_jax.training.feed import stacking
 from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.training.setup import LossFn, Setup, TrainState
 from mlvae_jax.training.workdir import SetupError
@@ -101,8 +100,8 @@ def compile_call(run: Setup, feed: train_feed.Feed) -> jax.stages.Compiled:
   step = nonfinite.guard_step(make_train_step(run.loss_fn, run.tx, run.schedule), train_config)
   call = jax.jit(
       step_calls.scan_steps(step, k, feed.to_batch, scan_unroll(run)),
-      in_shardings=(run.state_shardings, run.replicated, stacking.input_sharding(run.mesh, k),
-                    None if feed.data is None else feed.data.sharding),
+      in_shardings=(run.state_shardings, run.replicated, feed.input_sharding,
+                    feed.data_sharding),
       out_shardings=(run.state_shardings, run.replicated, run.replicated),
       donate_argnums=(0, 1),
   )

@@ -32,14 +32,15 @@ def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch,
                unroll: int = 1) -> Callable:
   """`call(state, health, inputs, data) -> (state, health, metric sums)` over the
   `steps_per_call` slots of `inputs` ([K, N, ...]); K = 1 takes unstacked inputs and is
-  exactly `step`. A slot whose mask has no valid row is not a step. `unroll`: steps per
+  exactly `step`. A slot whose batch has no valid row is not a step. `unroll`: steps per
   iteration of the scan's loop (K: no loop at all)."""
   if steps_per_call == 1:
     return lambda state, health, inputs, data: step(state, health, to_batch(inputs, data))
 
   def call(state: Any, health: Any, inputs: Inputs, data: Any) -> tuple[Any, Any, dict]:
     def one_step(state, health, slot):
-      return step(state, health, to_batch(slot, data))
+      batch = to_batch(slot, data)
+      return (*step(state, health, batch), jnp.any(batch["mask"]))
 
     first = jax.tree.map(lambda leaf: leaf[0], inputs)
     shapes = jax.eval_shape(one_step, state, health, first)[2]
@@ -47,8 +48,7 @@ def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch,
 
     def body(carry, slot):
       state, health, sums = carry
-      new_state, new_health, metrics = one_step(state, health, slot)
-      active = jnp.any(slot["mask"])
+      new_state, new_health, metrics, active = one_step(state, health, slot)
       keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
       sums = jax.tree.map(lambda total, m: total + jnp.where(active, m, 0).astype(total.dtype),
                           sums, metrics)

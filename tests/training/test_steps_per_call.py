@@ -1,10 +1,10 @@
 """K steps per jitted call: one call of K steps leaves the parameters of K single steps bit
 for bit (1 and 8 devices, host and device-resident data), slots without a valid row are no
-steps, one compile serves every group structure and call length, and where calls end. The
-loop: every path and K trains and logs as today's loop bit for bit, resumes across paths,
-and a run that cannot fit fails before it writes."""
+steps, one compile serves every group structure, layout and call length, and where calls
+end. The loop: the host path under any K trains and logs as today's loop bit for bit, the
+resident path the same under any K and resumes under another K, a host checkpoint is not
+resumed on the devices, and a run that cannot fit fails before it writes."""
 
-import functools
 import types
 
 import jax
@@ -16,16 +16,18 @@ from mlvae_jax import data
 from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite, sharding
 from mlvae_jax.training import setup as state_lib, step_calls
 from mlvae_jax.config_helpers import SetupError
-from mlvae_jax.training.feed import resident as device_batches, stacking
+from mlvae_jax.training import feed as train_feed
+from mlvae_jax.training.feed import stacking
 
 K = 4
 METRIC_RTOL = 1e-6  # a float32 rounding of a logged mean; parameters are compared bit for bit
 STEP_KEYS = ("x", "group_ids", "mask")
 
 
-def make_run(devices: int, **data_overrides):
+def make_run(devices: int, steps_per_call: int = 1, **data_overrides):
   config = digits.get_config("smoke")
   config.mesh.data = devices
+  config.train.steps_per_call = steps_per_call
   config.data.update(data_overrides)
   return state_lib.setup(config)
 
@@ -60,7 +62,7 @@ def single_steps(run, batches):
   state, health = fresh(run)
   sums = None
   for batch in batches:
-    inputs = stacking.to_devices(stacking.stack([batch], 1, STEP_KEYS), run.mesh, 1)
+    inputs = stacking.to_devices(stacking.stack([batch], 1, STEP_KEYS), stacking.input_sharding(run.mesh, 1))
     state, health, metrics = call(state, health, inputs, None)
     sums = metrics if sums is None else loop.add_trees(sums, metrics)
   return jax.device_get((state, sums))
@@ -75,7 +77,7 @@ def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices, unroll):
   run = make_run(devices)
   batches = host_batches(run, K)
   state, health = fresh(run)
-  inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS), run.mesh, K)
+  inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS), stacking.input_sharding(run.mesh, K))
   state, health, sums = jit_call(run, K, unroll=unroll)(state, health, inputs, None)
   expected_state, expected_sums = single_steps(run, batches)
   assert int(state.step) == K
@@ -87,7 +89,7 @@ def test_slots_without_a_valid_row_are_no_steps():
   run = make_run(1)
   batches = host_batches(run, 2)
   state, health = fresh(run)
-  inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS), run.mesh, K)
+  inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS), stacking.input_sharding(run.mesh, K))
   state, health, sums = jit_call(run, K)(state, health, inputs, None)
   expected_state, expected_sums = single_steps(run, batches)
   assert int(state.step) == 2
@@ -96,23 +98,32 @@ def test_slots_without_a_valid_row_are_no_steps():
   assert int(health.in_a_row) == 0 and int(health.stopped_at) == -1
 
 
-@pytest.mark.parametrize("steps_per_call", [1, K])
+def resident_call(run, steps_per_call):
+  """A jitted call of the run's resident feed and its split on the devices."""
+  feed = train_feed.make_feed(run)
+  assert feed.data is not None, "the digits split fits: it must be resident"
+  call = jax.jit(step_calls.scan_steps(guarded_step(run), steps_per_call, feed.to_batch),
+                 in_shardings=(run.state_shardings, run.replicated, feed.input_sharding,
+                               feed.data_sharding),
+                 out_shardings=(run.state_shardings, run.replicated, run.replicated))
+  return call, feed
+
+
 @pytest.mark.parametrize("devices", [1, 8])
-def test_device_resident_steps_equal_host_steps_bitwise(devices, steps_per_call):
-  run = make_run(devices, group_policy="uniform", group_size_min=2, group_size_max=9)
-  batcher = data.make_batcher(run.config.data, "train", seed=run.config.seed)
-  images = device_batches.put_images(batcher, run.mesh)
-  to_batch = functools.partial(device_batches.gather_batch, pixel_scale=batcher.pixel_scale,
-                               mesh=run.mesh)
-  call = jit_call(run, steps_per_call, to_batch, run.batch_sharding)
-  state, health = fresh(run)
-  for first in range(0, 2 * K, steps_per_call):
-    layouts = [batcher.layout(step) for step in range(first, first + steps_per_call)]
-    inputs = stacking.stack(layouts, steps_per_call, device_batches.LAYOUT_KEYS)
-    state, health, _ = call(state, health, stacking.to_devices(inputs, run.mesh,
-                                                                steps_per_call), images)
-  expected_state, _ = single_steps(run, [batcher(step) for step in range(2 * K)])
-  assert_trees_equal(jax.device_get(state), expected_state)
+def test_resident_calls_of_k_steps_equal_single_resident_steps_bitwise(devices):
+  results = []
+  for steps_per_call in (1, K):
+    run = make_run(devices, steps_per_call, group_policy="uniform", group_size_min=2,
+                   group_size_max=9, device_resident="on")
+    call, feed = resident_call(run, steps_per_call)
+    state, health = fresh(run)
+    for _ in range(0, 2 * K, steps_per_call):
+      inputs = stacking.to_devices(feed.take(steps_per_call), feed.input_sharding)
+      state, health, _ = call(state, health, inputs, feed.data)
+    assert feed.iterator.get_state()["step"] == 2 * K
+    results.append(jax.device_get(state))
+  assert int(results[1].step) == 2 * K
+  assert_trees_equal(results[1], results[0])
 
 
 def test_one_compile_for_every_group_structure_and_call_length():
@@ -122,7 +133,20 @@ def test_one_compile_for_every_group_structure_and_call_length():
   batches = host_batches(run, 12)
   for first, length in ((0, K), (4, 1), (5, 3), (8, K)):
     inputs = stacking.stack(batches[first:first + length], K, STEP_KEYS)
-    state, health, _ = call(state, health, stacking.to_devices(inputs, run.mesh, K), None)
+    state, health, _ = call(state, health, stacking.to_devices(
+        inputs, stacking.input_sharding(run.mesh, K)), None)
+  assert int(state.step) == 12
+  assert call._cache_size() == 1
+
+
+def test_one_compile_for_every_resident_layout_and_call_length():
+  run = make_run(1, K, group_policy="uniform", group_size_min=1, group_size_max=8,
+                 device_resident="on")
+  call, feed = resident_call(run, K)
+  state, health = fresh(run)
+  for length in (K, 1, 3, K):
+    inputs = stacking.to_devices(feed.take(length), feed.input_sharding)
+    state, health, _ = call(state, health, inputs, feed.data)
   assert int(state.step) == 12
   assert call._cache_size() == 1
 
@@ -158,7 +182,7 @@ def test_inputs_of_a_call_are_stacked_and_padded_per_key():
 
 def test_inputs_of_k_steps_are_split_along_observations():
   mesh = sharding.make_mesh(digits.get_config("smoke").mesh)
-  inputs = stacking.to_devices({"mask": np.ones((K, 16), bool)}, mesh, K)
+  inputs = stacking.to_devices({"mask": np.ones((K, 16), bool)}, stacking.input_sharding(mesh, K))
   assert inputs["mask"].shape == (K, 16)
   assert {s.data.shape for s in inputs["mask"].addressable_shards} == {(K, 16 // mesh.size)}
 
@@ -195,10 +219,19 @@ def todays_loop(tmp_path_factory):
   return train_run(tmp_path_factory.mktemp("todays"), "off", 1)
 
 
-@pytest.mark.parametrize("resident, steps_per_call", [("on", 1), ("off", K), ("on", K)])
-def test_runs_equal_todays_loop_bitwise(todays_loop, tmp_path, resident, steps_per_call):
-  state, records = train_run(tmp_path, resident, steps_per_call)
-  expected_state, expected_records = todays_loop
+def test_the_host_path_with_k_steps_per_call_equals_todays_loop_bitwise(todays_loop, tmp_path):
+  state, records = train_run(tmp_path, "off", K)
+  assert_same_run((state, records), todays_loop)
+
+
+@pytest.fixture(scope="module")
+def resident_loop(tmp_path_factory):
+  """The resident split, one step per call."""
+  return train_run(tmp_path_factory.mktemp("resident"), "on", 1)
+
+
+def assert_same_run(run, expected_run):
+  (state, records), (expected_state, expected_records) = run, expected_run
   assert_trees_equal(state, expected_state)
   assert [r["step"] for r in records] == [5, 10]
   for record, expected in zip(records, expected_records):
@@ -208,10 +241,22 @@ def test_runs_equal_todays_loop_bitwise(todays_loop, tmp_path, resident, steps_p
                                rtol=METRIC_RTOL, err_msg=str(keys))
 
 
-def test_a_run_saved_on_the_host_path_resumes_resident_with_k_steps_per_call(todays_loop, tmp_path):
-  train_run(tmp_path, "off", 1, num_steps=5)  # saves its last step, 5
-  state, _ = train_run(tmp_path, "on", K)
-  assert_trees_equal(state, todays_loop[0])
+def test_resident_runs_equal_under_any_steps_per_call_bitwise(resident_loop, tmp_path):
+  assert_same_run(train_run(tmp_path, "on", K), resident_loop)
+
+
+@pytest.mark.parametrize("before, after", [(1, K), (K, 3)])
+def test_a_resident_run_resumes_bit_for_bit_under_another_k(resident_loop, tmp_path, before,
+                                                            after):
+  train_run(tmp_path, "on", before, num_steps=5)  # saves its last step, 5
+  state, _ = train_run(tmp_path, "on", after)
+  assert_trees_equal(state, resident_loop[0])
+
+
+def test_a_host_path_checkpoint_is_not_resumed_on_the_devices(tmp_path):
+  train_run(tmp_path, "off", 1, num_steps=5)
+  with pytest.raises(data.DataError, match="different data config"):
+    train_run(tmp_path, "on", K)
 
 
 def test_a_run_that_cannot_fit_fails_before_writing_anything(tmp_path, monkeypatch):

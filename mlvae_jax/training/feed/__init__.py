@@ -1,11 +1,11 @@
 """Feeding the training calls: everything between the data pipeline and a jitted call.
 
 `make_feed` decides per config.data.device_resident whether the train split stays on the
-devices (resident.py: a call then receives only rows, group ids and mask, and gathers its
-images there) or batches come from the host pipeline (host.py). Either way `calls` yields
-the inputs of one call of up to K steps at a time (stacking.py), already on the devices: a
-background thread assembles and copies them while the devices run the previous call
-(prefetch.py). Each comes with the iterator state right after its batches, what a
+devices (resident.py: a call then receives only its step numbers, draws each step's layout
+there (layouts.py) and gathers its images) or batches come from the host pipeline
+(host.py). Either way `calls` yields the inputs of one call of up to K steps at a time
+(stacking.py), already on the devices: a background thread assembles and copies them while
+the devices run the previous call (prefetch.py). Each comes with the iterator state right after its batches, what a
 checkpoint at the call's end stores. `mlvae_jax.data` knows no devices; this package is
 where its batches meet them.
 """
@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from mlvae_jax import data as data_lib
 from mlvae_jax.data import pipeline
 from mlvae_jax.groups import validate_batch
 from mlvae_jax.training import device_memory, step_calls
-from mlvae_jax.training.feed import host, resident, stacking
+from mlvae_jax.training.feed import host, layouts, resident, stacking
 from mlvae_jax.training.feed.prefetch import Prefetcher
 from mlvae_jax.training.workdir import SetupError
 
@@ -44,27 +45,36 @@ class Call:
 class Feed:
   """Where a run's train batches come from.
 
-  `iterator`: host batches or layouts, with get_state/set_state; `keys`: what a call reads
-  of each; `to_batch(one step's inputs, data)`: the step's batch; `data`: the resident
-  images (None on the host path); `input_specs`: a call's inputs, for compiling it.
+  `iterator`: its data state (get_state/set_state); `take(length)`: the next `length`
+  steps' host inputs of one call (K slots); `to_batch(one slot's inputs, data)`: the step's
+  batch, inside the call; `data`: the resident split (None on the host path);
+  `input_specs`: a call's inputs, for compiling it.
   """
 
   iterator: Any
-  keys: tuple[str, ...]
+  take: Callable[[int], dict[str, np.ndarray]]
   to_batch: step_calls.ToBatch
-  data: jax.Array | None
+  data: dict[str, jax.Array] | None
   input_specs: dict[str, jax.ShapeDtypeStruct]
 
   @property
+  def input_sharding(self) -> Any:
+    return next(iter(self.input_specs.values())).sharding
+
+  @property
+  def data_sharding(self) -> Any:
+    return None if self.data is None else jax.tree.map(lambda a: a.sharding, self.data)
+
+  @property
   def resident_bytes(self) -> int:
-    """Bytes of the resident images on each device."""
+    """Bytes of the resident split and its tables on each device."""
     if self.data is None:
       return 0
-    return self.data.addressable_shards[0].data.nbytes
+    return sum(a.addressable_shards[0].data.nbytes for a in jax.tree.leaves(self.data))
 
 
 def make_feed(run: Setup) -> Feed:
-  """The train split's feed, resident images placed; a split that cannot give the
+  """The train split's feed, a resident split placed; a split that cannot give the
   configured batches is a SetupError (one line)."""
   try:
     return _make_feed(run)
@@ -81,44 +91,55 @@ def _make_feed(run: Setup) -> Feed:
   keep = resident.keep_resident(
       config.data.device_resident, batcher.shard_nbytes,
       device_memory.free_bytes(local[0], len(local)))
-  if not keep:
-    return Feed(host.make_iterator(config, "train"), host.STEP_KEYS, step_calls.host_batch,
-                None, _input_specs(batcher(0), host.STEP_KEYS, mesh, k))
-  layouts = resident.LayoutIterator(
-      batcher, pipeline.fingerprint(config.data, "train", config.seed, None))
-  to_batch = functools.partial(resident.gather_batch, pixel_scale=batcher.pixel_scale,
-                               mesh=mesh)
-  return Feed(layouts, resident.LAYOUT_KEYS, to_batch, resident.put_images(batcher, mesh),
-              _input_specs(batcher.layout(0), resident.LAYOUT_KEYS, mesh, k))
+  if keep:
+    return _resident_feed(run, batcher)
+  iterator = host.make_iterator(config, "train")
 
+  def take(length: int) -> dict[str, np.ndarray]:
+    batches = [next(iterator) for _ in range(length)]
+    if config.train.debug_checks:
+      for batch in batches:
+        validate_batch(batch, config.data.num_groups)
+    return stacking.stack(batches, k, host.STEP_KEYS)
 
-def _input_specs(sample: Mapping[str, np.ndarray], keys: tuple[str, ...], mesh: Any,
-                 steps_per_call: int) -> dict[str, jax.ShapeDtypeStruct]:
-  """Global shapes of a call's inputs from one host batch (every process's rows)."""
-  lead = () if steps_per_call == 1 else (steps_per_call,)
-  sharding = stacking.input_sharding(mesh, steps_per_call)
-  return {key: jax.ShapeDtypeStruct(
+  sample = batcher(0)
+  lead = () if k == 1 else (k,)
+  specs = {key: jax.ShapeDtypeStruct(
       (*lead, sample[key].shape[0] * jax.process_count(), *sample[key].shape[1:]),
-      sample[key].dtype, sharding=sharding) for key in keys}
+      sample[key].dtype, sharding=stacking.input_sharding(mesh, k)) for key in host.STEP_KEYS}
+  return Feed(iterator, take, step_calls.host_batch, None, specs)
+
+
+def _resident_feed(run: Setup, batcher: data_lib.pipeline.Batcher) -> Feed:
+  """The split on the devices; a call's input is its K data steps (-1: an unused slot)."""
+  config, mesh, k = run.config, run.mesh, run.config.train.steps_per_call
+  plan = layouts.make_plan(batcher)
+  counter = resident.StepCounter(
+      resident.fingerprint(pipeline.fingerprint(config.data, "train", config.seed, None)))
+
+  def take(length: int) -> dict[str, np.ndarray]:
+    steps = np.full(k, -1, np.int32)
+    steps[:length] = [next(counter) for _ in range(length)]
+    return {resident.STEP_KEY: steps if k > 1 else steps[0]}
+
+  to_batch = functools.partial(resident.step_batch, plan=plan,
+                               pixel_scale=batcher.pixel_scale, mesh=mesh)
+  spec = jax.ShapeDtypeStruct((k,) if k > 1 else (), np.int32,
+                              sharding=NamedSharding(mesh, PartitionSpec()))
+  return Feed(counter, take, to_batch, resident.put_split(batcher, mesh),
+              {resident.STEP_KEY: spec})
 
 
 def calls(feed: Feed, run: Setup, start: int, stop: int,
           call_length: Callable[[int], int]) -> Prefetcher[Call]:
   """The calls from step `start` to `stop`, `call_length(step)` steps each, prefetched one
   call ahead (close the result, or use it as a context manager)."""
-  config = run.config
-  k = config.train.steps_per_call
 
   def produce() -> Iterator[Call]:
     step = start
     while step < stop:
       length = min(call_length(step), stop - step)
-      batches = [next(feed.iterator) for _ in range(length)]
-      if config.train.debug_checks:
-        for batch in batches:
-          validate_batch(batch if "x" in batch else dict(batch, x=batch["rows"]),
-                         config.data.num_groups)
-      inputs = stacking.to_devices(stacking.stack(batches, k, feed.keys), run.mesh, k)
+      inputs = stacking.to_devices(feed.take(length), feed.input_sharding)
       step += length
       yield Call(inputs, length, feed.iterator.get_state())
 

@@ -1,20 +1,20 @@
-"""Training batches gathered on the devices from a split kept there (config.data.device_resident).
+"""The train split kept on the devices (config.data.device_resident), and its batches.
 
 A small model's loop is bound by the host: assembling N images, copying them over the host
 link and dispatching the step cost more than the step. When the split fits in device memory
-it is copied there once, and each step receives only its layout (rows, group ids and mask:
-9 bytes a row), from which the step gathers its images with `jnp.take`. Layouts come from the
-host path's `Batcher`, so batches, their order and the resumable iterator state are the host
-path's, and x is the host's bit for bit (the same float32 product of stored pixel and scale).
+it is copied there once with its lookup tables, and each step draws its layout there from
+(seed, step) (layouts.py) and gathers its images with `jnp.take`: a call receives only its
+step numbers. x is the host's product of stored pixel and scale, bit for bit.
 
 Each process keeps its own shard of the split, one copy per local device: device d holds
-block d of a [D * S, ...] array (S: the largest shard), and a `shard_map` gathers each
-device's rows of the batch from its own block, so no image crosses between devices.
+block d of a [D * S, ...] array (S: the largest shard), and a `shard_map` draws each
+process's layout on its devices and gathers each device's rows from its own block, so no
+image crosses between devices.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +24,14 @@ from jax.sharding import Mesh, PartitionSpec
 from mlvae_jax.data import pipeline
 from mlvae_jax.data.errors import DataError
 from mlvae_jax.training import sharding
+from mlvae_jax.training.feed import layouts
 
 MODES = ("auto", "on", "off")
-LAYOUT_KEYS = ("rows", "group_ids", "mask")  # what a step reads of a layout
+STEP_KEY = "data_step"  # a call's input: each slot's data step (-1: no step)
 # 'auto' keeps a split resident when one copy takes at most this share of a device's free
 # memory: the rest is for the parameters, optimiser state and activations.
 AUTO_SHARE = 0.5
+_POSITION = "position"  # each device's rank among its process's devices, in mesh order
 
 
 def keep_resident(mode: str, needed: int, available: int) -> bool:
@@ -49,46 +51,66 @@ def keep_resident(mode: str, needed: int, available: int) -> bool:
   return True
 
 
-def put_images(batcher: pipeline.Batcher, mesh: Mesh) -> jax.Array:
-  """This process's shard on each of its devices: block d of the result is device d's copy."""
-  local = batcher.shard_images()
-  shape = (mesh.devices.size * local.shape[0], *local.shape[1:])
-  return jax.make_array_from_callback(shape, sharding.batch_sharding(mesh), lambda _: local)
+def put_split(batcher: pipeline.Batcher, mesh: Mesh) -> dict[str, jax.Array]:
+  """This process's shard and its layout tables on each of its devices: block d of every
+  array is device d's copy."""
+  local = {"images": batcher.shard_images(), **layouts.tables(batcher)}
+  blocks = mesh.devices.flatten()
+  mine = [d for d, device in enumerate(blocks) if device.process_index == jax.process_index()]
+
+  def put(value: np.ndarray) -> jax.Array:
+    shape = (len(blocks) * value.shape[0], *value.shape[1:])
+    return jax.make_array_from_callback(shape, sharding.batch_sharding(mesh), lambda _: value)
+
+  placed = {key: put(value) for key, value in local.items()}
+  positions = np.zeros(len(blocks), np.int32)
+  positions[mine] = np.arange(len(mine))
+  placed[_POSITION] = jax.make_array_from_callback(
+      positions.shape, sharding.batch_sharding(mesh), lambda index: positions[index])
+  return placed
 
 
-def gather_batch(
-    layout: Mapping[str, jax.Array], images: jax.Array, *, pixel_scale: np.float32, mesh: Mesh
-) -> dict[str, jax.Array]:
-  """The batch (x, group_ids, mask) of a layout, its x gathered on each device from its own
-  block of `images`; padding rows are zeros, as on the host path. Call it inside jit
-  (partially applied, it is a `step_calls.ToBatch`)."""
+def step_batch(inputs: dict[str, jax.Array], split: dict[str, jax.Array], *,
+               plan: layouts.Plan, pixel_scale: np.float32, mesh: Mesh) -> dict[str, jax.Array]:
+  """The batch (x, group_ids, mask) of data step inputs[STEP_KEY] (-1: a batch without a
+  valid row), drawn and gathered on each device from its own block of `split`; padding
+  rows are zeros, as on the host path. Call it inside jit (partially applied, it is a
+  `step_calls.ToBatch`)."""
+  step = inputs[STEP_KEY]
+  rows_per_device = plan.batch * jax.process_count() // mesh.devices.size
 
-  def gather(block: jax.Array, rows: jax.Array, mask: jax.Array) -> jax.Array:
-    x = jnp.take(block, rows, axis=0, mode="clip").astype(jnp.float32) * pixel_scale
-    return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0.0)
+  def gather(block: dict[str, jax.Array], step: jax.Array):
+    rows, group_ids, mask = layouts.draw(plan, block, jnp.maximum(step, 0))
+    start = block[_POSITION][0] * rows_per_device
+    take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, rows_per_device)  # noqa: E731
+    rows, group_ids, mask = take(rows), take(group_ids), take(mask) & (step >= 0)
+    x = jnp.take(block["images"], rows, axis=0, mode="clip").astype(jnp.float32) * pixel_scale
+    x = jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0.0)
+    return x, jnp.where(mask, group_ids, plan.num_groups), mask
 
   spec = PartitionSpec(sharding.DATA_AXIS)
-  x = jax.shard_map(gather, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)(
-      images, layout["rows"], layout["mask"])
-  return {"x": x, "group_ids": layout["group_ids"], "mask": layout["mask"]}
+  x, group_ids, mask = jax.shard_map(
+      gather, mesh=mesh, in_specs=(spec, PartitionSpec()), out_specs=spec)(split, step)
+  return {"x": x, "group_ids": group_ids, "mask": mask}
 
 
-class LayoutIterator(Iterator[dict]):
-  """The host path's batches without pixels; its state is BatchIterator's (JSON, by step),
-  so a run saved on either path resumes on the other."""
+def fingerprint(host_fingerprint: str) -> str:
+  """The data state's fingerprint on the devices: its batches are not the host path's."""
+  return f"{host_fingerprint}:device"
 
-  def __init__(self, batcher: pipeline.Batcher, fingerprint: str):
-    batcher.num_steps(None)  # a split without one full batch is a DataError, as on the host
-    self.batcher = batcher
+
+class StepCounter(Iterator[int]):
+  """The data state of a resident split: its next step (JSON, like the host iterator's)."""
+
+  def __init__(self, fingerprint: str):
     self._fingerprint = fingerprint
     self._step = 0
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    layout = self.batcher.layout(self._step)
+  def __next__(self) -> int:
     self._step += 1
-    return layout
+    return self._step - 1
 
-  def __iter__(self) -> LayoutIterator:
+  def __iter__(self) -> StepCounter:
     return self
 
   def get_state(self) -> dict[str, Any]:

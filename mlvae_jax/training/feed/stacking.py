@@ -35,8 +35,7 @@ def input_sharding(mesh: Mesh, steps_per_call: int) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
 
 
-def to_devices(local: Mapping[str, np.ndarray], mesh: Mesh, steps_per_call: int
-               ) -> dict[str, jax.Array]:
-  """This process's rows of a call's inputs -> the global inputs (one transfer call)."""
+def to_devices(local: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """This process's part of a call's inputs -> the global inputs (one transfer call)."""
   return jax.make_array_from_process_local_data(
-      input_sharding(mesh, steps_per_call), {key: np.asarray(v) for key, v in local.items()})
+      sharding, {key: np.asarray(v) for key, v in local.items()})
