@@ -162,6 +162,10 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
     "swap": {"fit_split": "train", "fit_examples": 20000, "max_examples": 5000,
              "num_pairs": 2000, "bins": 8, "classifier_hidden": 512, "classifier_epochs": 4,
              "judge": "mlp"},
+    # do swaps take the style source's slant, width and stroke thickness (class-normalised,
+    # against the reconstruction ceiling), and does re-encoding a swap retrieve its style
+    # source among `candidates`? (evaluation/style_transfer.py)
+    "style_transfer": {"max_examples": 5000, "num_pairs": 2000, "candidates": 10},
     # group identification as strategy 2 pools k support members, k in support_sizes
     "accumulation": {"support_sizes": (1, 2, 4, 8, 16), "repeats": 5, "max_examples": 5000},
     # predictability of each ground-truth factor (quantised into <= bins classes) from each

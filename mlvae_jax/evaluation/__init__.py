@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from mlvae_jax.evaluation import (  # noqa: F401 - importing a protocol registers its type
     accumulation, classify, disentanglement, disentanglement_suite, elbo, figures,
-    images, swap,
+    images, style_transfer, swap,
 )
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext

@@ -55,6 +55,8 @@ HEADLINE_KEYS = (
     "val/elbo", "test/elbo", "test/bits_per_dim", "classify/content_accuracy",
     "classify/content_knn", "classify/style_accuracy", "classify/style_knn",
     "swap/content", "swap/classifier_accuracy", "swap/factor_consistency",
+    "style_transfer/slant/ratio", "style_transfer/width/ratio",
+    "style_transfer/thickness/ratio", "style_transfer/retrieval",
     "disentanglement/score",
 )
 
