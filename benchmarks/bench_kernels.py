@@ -108,14 +108,14 @@ def timed_step(batch_size: int, candidate) -> Callable[[int], float]:
   config = mnist.get_config("paper")
   config.data.update(batch_size=batch_size, num_groups=batch_size // config.data.group_size)
   config.mesh.data = 1
-  run = state_lib.setup(config)
-  state = jax.jit(run.init)()
+  setup = state_lib.setup(config)
+  state = jax.jit(setup.init)()
   rng = np.random.default_rng(0)
   batch = {"x": jnp.asarray(rng.random((batch_size, 28, 28, 1), np.float32)),
            "group_ids": jnp.asarray(np.arange(batch_size) // config.data.group_size, jnp.int32),
            "mask": jnp.ones(batch_size, bool)}
   with replaced(candidate):
-    step = jax.jit(loop.make_train_step(run.loss_fn, run.tx, run.schedule)).lower(
+    step = jax.jit(loop.make_train_step(setup.loss_fn, setup.tx, setup.schedule)).lower(
         state, batch).compile()
   jax.block_until_ready(step(state, batch))
 

@@ -59,16 +59,16 @@ def main() -> None:
       config.data.batch_size = batch_size
       config.data.num_groups = batch_size // config.data.group_size
       config.mesh.data = devices
-      run = state.setup(config)
-      state = jax.jit(run.init, out_shardings=run.state_shardings)()
-      step = jax.jit(loop.make_train_step(run.loss_fn, run.tx, run.schedule),
-                     in_shardings=(run.state_shardings, run.batch_sharding),
-                     out_shardings=(run.state_shardings, run.replicated), donate_argnums=(0,))
+      setup = state.setup(config)
+      state = jax.jit(setup.init, out_shardings=setup.state_shardings)()
+      step = jax.jit(loop.make_train_step(setup.loss_fn, setup.tx, setup.schedule),
+                     in_shardings=(setup.state_shardings, setup.batch_sharding),
+                     out_shardings=(setup.state_shardings, setup.replicated), donate_argnums=(0,))
       x = np.random.default_rng(0).random((batch_size, *data_lib.observation_shape(config.data)),
                                           dtype=np.float32)
       host = {"x": x, "group_ids": (np.arange(batch_size) // config.data.group_size).astype(np.int32),
               "mask": np.ones(batch_size, bool)}
-      batch = feed_host.global_batch(host, run.mesh)
+      batch = feed_host.global_batch(host, setup.mesh)
       for _ in range(5):  # compile and warm up
         state, metrics = step(state, batch)
       jax.block_until_ready(metrics)

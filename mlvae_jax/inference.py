@@ -85,8 +85,8 @@ def load(workdir: str, step: int | None = None) -> Trained:
     )
   config = ml_collections.ConfigDict(configs.fill_later_defaults(saved))
   config.mesh.data = 1
-  state, step, run = restore_state(config, workdir, step)
-  return Trained(config, run.model, jax.device_get(state.params), step)
+  state, step, setup = restore_state(config, workdir, step)
+  return Trained(config, setup.model, jax.device_get(state.params), step)
 
 
 class ContentCode(NamedTuple):

@@ -23,7 +23,7 @@ class EvalContext:
   directory, and caches of splits and codes."""
 
   config: ml_collections.ConfigDict
-  run: Setup
+  setup: Setup
   output_dir: pathlib.Path
   _splits: dict[tuple[str, int], data_lib.Split] = dataclasses.field(default_factory=dict)
   _codes: dict[tuple[str, int], Posterior] = dataclasses.field(default_factory=dict)
@@ -31,7 +31,7 @@ class EvalContext:
 
   @property
   def model(self) -> MLVAE:
-    return self.run.model
+    return self.setup.model
 
   def split(self, name: str, max_examples: int) -> data_lib.Split:
     """`data.load_split` result, subsampled (deterministically) to at most `max_examples`."""

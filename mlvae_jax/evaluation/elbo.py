@@ -32,27 +32,27 @@ class HeldoutElbo(Evaluator):
 
   def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
     super().__init__(ctx, settings)
-    run = ctx.run
+    setup = ctx.setup
     self.iterator = host.make_iterator(ctx.config, settings.split, num_epochs=1)
     self.start = self.iterator.get_state()
 
     def weighted_sums(params: Any, batch: dict, rng: jax.Array) -> tuple[dict, jax.Array]:
-      metrics = run.loss_fn(params, batch, rng)[1]
+      metrics = setup.loss_fn(params, batch, rng)[1]
       weight = metrics.pop(WEIGHT)
       return {k: v * weight for k, v in metrics.items()}, weight
 
     self.step = jax.jit(
         weighted_sums,
-        in_shardings=(run.state_shardings.params, run.batch_sharding, run.replicated),
-        out_shardings=run.replicated,
+        in_shardings=(setup.state_shardings.params, setup.batch_sharding, setup.replicated),
+        out_shardings=setup.replicated,
     )
     n = ctx.config.data.batch_size
     batch = {
-        "x": jax.ShapeDtypeStruct((n, *run.observation_shape), jnp.float32),
+        "x": jax.ShapeDtypeStruct((n, *setup.observation_shape), jnp.float32),
         "group_ids": jax.ShapeDtypeStruct((n,), jnp.int32),
         "mask": jax.ShapeDtypeStruct((n,), jnp.bool_),
     }
-    sums, _ = jax.eval_shape(weighted_sums, run.abstract_state.params, batch, jax.random.key(0))
+    sums, _ = jax.eval_shape(weighted_sums, setup.abstract_state.params, batch, jax.random.key(0))
     self.metric_names = tuple(sorted(sums))
 
   def run(self, params: Any) -> dict[str, float]:
@@ -61,8 +61,8 @@ class HeldoutElbo(Evaluator):
     totals, weight = None, None
     batches = itertools.islice(self.iterator, self.settings.max_batches or None)
     for index, host_batch in enumerate(batches):
-      sums, w = self.step(params, host.device_batch(self.ctx.config, self.ctx.run.mesh, host_batch),
-                          jax.random.fold_in(rng, index))
+      batch = host.device_batch(self.ctx.config, self.ctx.setup.mesh, host_batch)
+      sums, w = self.step(params, batch, jax.random.fold_in(rng, index))
       totals, weight = (sums, w) if totals is None else _add((totals, weight), (sums, w))
     totals, weight = jax.device_get((totals, weight))
     return {k: float(v) / float(weight) for k, v in totals.items()}

@@ -64,8 +64,8 @@ def host_copy(params: Any) -> Any:
 class Evaluators:
   """Every evaluator of `config.evals`; those not `on_mesh` exist on process 0 only."""
 
-  def __init__(self, config: ml_collections.ConfigDict, run: Setup, workdir: str | pathlib.Path):
-    self.ctx = EvalContext(config, run, pathlib.Path(workdir) / EVAL_DIR)
+  def __init__(self, config: ml_collections.ConfigDict, setup: Setup, workdir: str | pathlib.Path):
+    self.ctx = EvalContext(config, setup, pathlib.Path(workdir) / EVAL_DIR)
     self.every = {name: entry.every for name, entry in config.evals.items()}
     self.evaluators: dict[str, Evaluator] = {}
     self.timings: dict[str, float] = {}

@@ -273,8 +273,8 @@ def test_suite_scores_full_content_and_style_codes_of_grouped_shapes(tmp_path):
       "disentanglement_suite", max_examples=300, dci_trees=5, factor_vae_batch_size=16,
       factor_vae_train=30, factor_vae_eval=10, factor_vae_variance_examples=200,
       beta_vae_batch_size=8, beta_vae_train=30, beta_vae_eval=10)})
-  run = state.setup(config)
-  metrics = evaluation.Evaluators(config, run, tmp_path / "work").run(jax.device_get(run.init().params))
+  setup = state.setup(config)
+  metrics = evaluation.Evaluators(config, setup, tmp_path / "work").run(jax.device_get(setup.init().params))
   assert set(metrics) == {f"suite/{s}/{c}" for s in SCORES for c in ("full", "content", "style")}
   for key, value in metrics.items():
     assert 0.0 <= value <= 1.0, key

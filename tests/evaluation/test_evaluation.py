@@ -54,12 +54,12 @@ def _train(config, model, steps):
   return jax.device_get(params)
 
 
-def _constant_posterior_params(run):
+def _constant_posterior_params(setup):
   """Parameters under which every observation has content N(0, e^CONTENT_LOGVAR), style
   N(0, e^STYLE_LOGVAR) and Bernoulli logits 0 for every pixel, whatever x and the noise."""
-  params = jax.tree.map(np.zeros_like, jax.device_get(run.init().params))
+  params = jax.tree.map(np.zeros_like, jax.device_get(setup.init().params))
   heads = params["encoder"]["_NormalHeads_0"]
-  dc, ds = run.config.model.content_dim, run.config.model.style_dim
+  dc, ds = setup.config.model.content_dim, setup.config.model.style_dim
   heads["content"]["bias"] = np.r_[np.zeros(dc), np.full(dc, CONTENT_LOGVAR)].astype(np.float32)
   heads["style"]["bias"] = np.r_[np.zeros(ds), np.full(ds, STYLE_LOGVAR)].astype(np.float32)
   return params
@@ -86,10 +86,10 @@ def digits_run(tmp_path_factory, tfds_dir):
       curve=configs.evaluator("accumulation", split="unseen"),
       images=configs.evaluator("images"),
   )
-  run = state.setup(config)
-  params = _train(config, run.model, 400)
+  setup = state.setup(config)
+  params = _train(config, setup.model, 400)
   workdir = tmp_path_factory.mktemp("work")
-  evaluators = evaluation.Evaluators(config, run, workdir)
+  evaluators = evaluation.Evaluators(config, setup, workdir)
   metrics = evaluators.run(params)
   evaluators.write({"step": 400, **metrics}, 400)
   return config, workdir, metrics
@@ -137,10 +137,10 @@ def test_unseen_elbo_is_the_group_weighted_closed_form(tfds_dir, tmp_path, max_b
   config = _digits_config(tfds_dir, unseen=configs.evaluator("elbo", split="unseen",
                                                              max_batches=max_batches))
   config.data.update(group_policy="uniform", group_size_min=2, group_size_max=16)
-  run = state.setup(config)
-  metrics = evaluation.Evaluators(config, run, tmp_path).run(_constant_posterior_params(run))
+  setup = state.setup(config)
+  metrics = evaluation.Evaluators(config, setup, tmp_path).run(_constant_posterior_params(setup))
 
-  pixels = math.prod(run.observation_shape)
+  pixels = math.prod(setup.observation_shape)
   batches = list(data.make_batch_iterator(config.data, "unseen", seed=config.seed, num_epochs=1))
   batches = batches[:max_batches or None]
   assert len(batches) > 1 or max_batches == 1
@@ -163,8 +163,8 @@ def test_unseen_elbo_is_the_group_weighted_closed_form(tfds_dir, tmp_path, max_b
 def test_pooled_content_variance_is_the_exact_product(tfds_dir, tmp_path):
   config = _digits_config(tfds_dir, curve=configs.evaluator(
       "accumulation", split="unseen", support_sizes=(1, 3, 16), repeats=2))
-  run = state.setup(config)
-  metrics = evaluation.Evaluators(config, run, tmp_path).run(_constant_posterior_params(run))
+  setup = state.setup(config)
+  metrics = evaluation.Evaluators(config, setup, tmp_path).run(_constant_posterior_params(setup))
   for k in (1, 3, 16):  # k members of log-variance L pool to L - log k (a harmonic mean: L)
     np.testing.assert_allclose(metrics[f"curve/content_logvar_k{k}"], CONTENT_LOGVAR - math.log(k),
                                atol=1e-5)
@@ -227,8 +227,8 @@ def test_disentanglement_on_grouped_shapes_reports_every_factor_and_code(tmp_pat
   config.model.update(family="conv", hidden=32, activation="relu")
   config.evals = ml_collections.ConfigDict(
       {"dis": configs.evaluator("disentanglement", max_examples=300)})
-  run = state.setup(config)
-  metrics = evaluation.Evaluators(config, run, tmp_path / "work").run(jax.device_get(run.init().params))
+  setup = state.setup(config)
+  metrics = evaluation.Evaluators(config, setup, tmp_path / "work").run(jax.device_get(setup.init().params))
   factors = ("shape", "scale", "rotation", "x", "y", "brightness")
   assert set(metrics) == {f"dis/{f}/{c}" for f in factors for c in ("content", "style")} | {
       "dis/on_target", "dis/leakage", "dis/score"}
@@ -238,20 +238,20 @@ def test_disentanglement_on_grouped_shapes_reports_every_factor_and_code(tmp_pat
 def test_swap_judged_by_a_pixel_mlp_or_by_the_runs_encoder(tfds_dir, tmp_path, judge):
   config = _digits_config(tfds_dir, swap=configs.evaluator(
       "swap", judge=judge, fit_examples=600, max_examples=300, num_pairs=100, classifier_epochs=8))
-  run = state.setup(config)
-  evaluators = evaluation.Evaluators(config, run, tmp_path)
+  setup = state.setup(config)
+  evaluators = evaluation.Evaluators(config, setup, tmp_path)
   judge_module = evaluators.evaluators["swap"].judges["group"].module
   assert type(judge_module).__name__ == {"mlp": "PixelMLP", "encoder": "EncoderClassifier"}[judge]
-  m = evaluators.run(jax.device_get(run.init().params))
+  m = evaluators.run(jax.device_get(setup.init().params))
   assert m["swap/content"] + m["swap/style"] + m["swap/neither"] == pytest.approx(1.0)
   assert m["swap/classifier_accuracy"] > 0.6, m  # 8 digits (chance 0.125) from 600 images
 
 
 def test_codes_are_encoded_once_per_parameters(tfds_dir, tmp_path):
   config = _digits_config(tfds_dir, a=configs.evaluator("classify"))
-  run = state.setup(config)
-  ctx = evaluation.EvalContext(config, run, tmp_path)
-  params = jax.device_get(run.init().params)
+  setup = state.setup(config)
+  ctx = evaluation.EvalContext(config, setup, tmp_path)
+  params = jax.device_get(setup.init().params)
   first = ctx.codes(params, "test", 100)
   assert ctx.codes(params, "test", 100) is first
   assert ctx.codes(jax.tree.map(np.copy, params), "test", 100) is not first
