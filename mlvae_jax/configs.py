@@ -104,6 +104,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.angle_equivariance_weight = 0.0
   c.objective.angle_equivariance_symmetry = 1
   c.objective.angle_equivariance_max_turn = math.pi / 8
+  # Weight of the reverse cycle (Jha et al. 2018; 0: the paper's objective): two groups'
+  # contents decoded with one prior style must re-encode to one style (objectives/terms.py).
+  c.objective.reverse_cycle_weight = 0.0
   c.objective.kl_warmup_steps = 0  # both KL weights rise linearly from 0 over these steps
   # Fraction of groups whose q(C_G | X_G) is one random member's q(C | x_j) instead of the
   # product (0: the paper's objective); trains strategy-1 content (docs/model.md, section 1).
