@@ -132,7 +132,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.debug_checks = False  # validate every batch on the host
   c.train.on_nonfinite = "stop"  # stop | skip: what a NaN/inf loss or gradient does (docs/runtime.md: Faults)
   c.train.max_nonfinite_in_a_row = 10  # skip: this many dropped updates in a row end the run
-  c.train.steps_per_call = 1  # K: steps per jitted call (a lax.scan); cadences end calls early
+  # K: steps per jitted call (a lax.scan; cadences end calls early), or 'auto': the backend's
+  # (training/step_calls.py: 32 on an accelerator, on CPU 16 for dense models, 1 for conv)
+  c.train.steps_per_call = ml_collections.FieldReference("auto", field_type=object)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices along the batch axis (-1: all devices of all hosts)

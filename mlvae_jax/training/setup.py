@@ -20,6 +20,7 @@ from mlvae_jax import data as data_lib
 from mlvae_jax.training import nonfinite
 from mlvae_jax import objectives
 from mlvae_jax.training import sharding
+from mlvae_jax.training import step_calls
 from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.config_helpers import get_path
 from mlvae_jax.training.feed import resident
@@ -126,6 +127,7 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   Raises SetupError (one line) for any bad value, so callers fail before writing anything.
   """
   check_config(config)
+  config = step_calls.resolve_steps_per_call(config)
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch_size(config.data.batch_size, mesh)
   try:
@@ -155,7 +157,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (t.resume in workdir_lib.RESUME_MODES, "train.resume", f"one of {workdir_lib.RESUME_MODES}"),
       (t.on_nonfinite in nonfinite.POLICIES, "train.on_nonfinite", f"one of {nonfinite.POLICIES}"),
       (t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row", "a count >= 1"),
-      (t.steps_per_call >= 1, "train.steps_per_call", "a step count >= 1"),
+      (t.steps_per_call == step_calls.AUTO or isinstance(t.steps_per_call, int)
+       and t.steps_per_call >= 1, "train.steps_per_call", "'auto' or a step count >= 1"),
       (config.data.device_resident in resident.MODES, "data.device_resident",
        f"one of {resident.MODES}"),
       (o.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}"),

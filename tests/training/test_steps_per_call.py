@@ -245,18 +245,43 @@ def test_resident_runs_equal_under_any_steps_per_call_bitwise(resident_loop, tmp
   assert_same_run(train_run(tmp_path, "on", K), resident_loop)
 
 
-@pytest.mark.parametrize("before, after", [(1, K), (K, 3)])
-def test_a_resident_run_resumes_bit_for_bit_under_another_k(resident_loop, tmp_path, before,
-                                                            after):
-  train_run(tmp_path, "on", before, num_steps=5)  # saves its last step, 5
-  state, _ = train_run(tmp_path, "on", after)
-  assert_trees_equal(state, resident_loop[0])
+@pytest.mark.parametrize("resident, before, after", [("on", 1, K), ("on", K, 3), ("off", K, 1)])
+def test_a_run_resumes_bit_for_bit_under_another_k(todays_loop, resident_loop, tmp_path,
+                                                   resident, before, after):
+  train_run(tmp_path, resident, before, num_steps=5)  # saves its last step, 5
+  state, _ = train_run(tmp_path, resident, after)
+  assert_trees_equal(state, (resident_loop if resident == "on" else todays_loop)[0])
 
 
 def test_a_host_path_checkpoint_is_not_resumed_on_the_devices(tmp_path):
   train_run(tmp_path, "off", 1, num_steps=5)
   with pytest.raises(data.DataError, match="different data config"):
     train_run(tmp_path, "on", K)
+
+
+@pytest.mark.parametrize("value", ["auto", 3])
+def test_steps_per_call_is_auto_or_a_step_count(value):
+  config = digits.get_config("smoke")
+  config.train.steps_per_call = value
+  expected = step_calls.auto_steps_per_call("cpu", config.model.family) if value == "auto" else value
+  assert state_lib.setup(config).config.train.steps_per_call == expected
+  assert config.train.steps_per_call == value  # the caller's config is left as it was
+
+
+@pytest.mark.parametrize("value", [0, "fast"])
+def test_other_steps_per_call_are_refused(value):
+  config = digits.get_config("smoke")
+  config.train.steps_per_call = value
+  with pytest.raises(SetupError, match=r"train\.steps_per_call=.* use 'auto' or a step count"):
+    state_lib.setup(config)
+
+
+def test_auto_runs_many_steps_per_call_on_accelerators_and_what_is_fastest_on_cpu():
+  table = step_calls.AUTO_STEPS_PER_CALL
+  for backend in ("gpu", "tpu"):
+    assert step_calls.auto_steps_per_call(backend, "conv") == table["accelerator"]
+  assert step_calls.auto_steps_per_call("cpu", "mlp") == table["cpu"]["mlp"] > 1
+  assert step_calls.auto_steps_per_call("cpu", "conv") == table["cpu"]["conv"]
 
 
 def test_a_run_that_cannot_fit_fails_before_writing_anything(tmp_path, monkeypatch):
