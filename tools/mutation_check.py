@@ -1,4 +1,5 @@
-"""Mutation check: the tests of the maths must fail on each known defect of ML-VAE ports.
+"""Mutation check: the tests of the maths must fail on each known defect of ML-VAE ports and
+on a gradient defect of each term of the objective's table.
 
 Copies the repository (tracked files and untracked ones git does not ignore) to a temporary
 directory, applies one mutation at a time to the copy, runs the guarding test files there
@@ -6,8 +7,8 @@ and prints a table. Exits 0 only if the unmutated copy passes and every mutation
 
     python tools/mutation_check.py [TEST_FILE ...]
 
-Not collected by pytest (it lives outside tests/); it runs the suite five times, so expect a
-few minutes on 2 cores.
+Not collected by pytest (it lives outside tests/); it runs the test files once per mutation
+and once unmutated, so expect several minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TEST_FILES = ("tests/objectives/test_gradients.py", "tests/test_groups.py", "tests/objectives/test_objectives.py")
+# The term tests first: they are quick, and a mutated term fails there.
+TEST_FILES = ("tests/objectives/test_term_gradients.py", "tests/objectives/test_reverse_cycle.py",
+              "tests/objectives/test_gradients.py", "tests/test_groups.py",
+              "tests/objectives/test_objectives.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,47 @@ MUTATIONS = (
         "mlvae_jax/objectives/elbo.py",
         "content_kl = jnp.sum(jnp.where(valid_group, kl_content, 0.0)) / num_valid",
         "content_kl = per_group_mean(groups.gather_to_members(kl_content, group_ids))",
+    ),
+    # One defect of each term of the objective's term table (objectives/terms.py); each
+    # leaves the term's value as it is, so only its gradient test can see it.
+    Mutation(
+        "HSIC bandwidth not held constant in the gradient (both HSIC terms)",
+        "mlvae_jax/objectives/independence.py",
+        "bandwidth = jax.lax.stop_gradient(jnp.maximum(mean_sq_dist, 1e-6))",
+        "bandwidth = jnp.maximum(mean_sq_dist, 1e-6)",
+    ),
+    Mutation(
+        "style HSIC: the group content kernel not held constant",
+        "mlvae_jax/objectives/independence.py",
+        "_code_kernel(jax.lax.stop_gradient(group_content), valid,",
+        "_code_kernel(group_content, valid,",
+    ),
+    Mutation(
+        "content-style HSIC: the group means of the residual detached",
+        "mlvae_jax/objectives/independence.py",
+        "member_means = groups.gather_to_members(sums / jnp.maximum(sizes, 1.0)[:, None], group_ids)",
+        "member_means = jax.lax.stop_gradient(\n"
+        "      groups.gather_to_members(sums / jnp.maximum(sizes, 1.0)[:, None], group_ids))",
+    ),
+    Mutation(
+        "content contrast: the softmax's normaliser detached",
+        "mlvae_jax/objectives/contrast.py",
+        "log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)",
+        "log_prob = logits - jax.lax.stop_gradient(jax.nn.logsumexp(logits, axis=1, keepdims=True))",
+    ),
+    Mutation(
+        "angle equivariance: the turned input's posterior detached",
+        "mlvae_jax/objectives/terms.py",
+        "turned = inputs.encode(equivariance.turn_about_centroids(inputs.encoder_input, turn))",
+        "turned = jax.lax.stop_gradient(\n"
+        "      inputs.encode(equivariance.turn_about_centroids(inputs.encoder_input, turn)))",
+    ),
+    Mutation(
+        "reverse cycle: the decoded images detached (no gradient to the decoder)",
+        "mlvae_jax/objectives/terms.py",
+        "drawn = [models.mean_observation(inputs.decode(c, style)) for c in (content, content[partner])]",
+        "drawn = [jax.lax.stop_gradient(models.mean_observation(inputs.decode(c, style)))\n"
+        "           for c in (content, content[partner])]",
     ),
 )
 

@@ -90,15 +90,22 @@ def content_contrast(inputs: TermInputs,
                                          objective_config.content_contrast_temperature)
 
 
+def equivariance_turns(inputs: TermInputs,
+                       objective_config: ml_collections.ConfigDict) -> jax.Array:
+  """The turns [N] angle_equivariance applies: uniform in [-max_turn, max_turn] radians, from
+  the loss's key folded with 3."""
+  x = inputs.encoder_input
+  max_turn = objective_config.angle_equivariance_max_turn
+  return jax.random.uniform(jax.random.fold_in(inputs.rng, 3), (x.shape[0],), x.dtype,
+                            -max_turn, max_turn)
+
+
 def angle_equivariance(inputs: TermInputs,
                        objective_config: ml_collections.ConfigDict) -> jax.Array:
   """equivariance.angle_equivariance of the encoder on its input and on that input turned
-  about its centroids by turns drawn uniformly in [-max_turn, max_turn] (key: rng folded with 3)."""
-  x = inputs.encoder_input
-  max_turn = objective_config.angle_equivariance_max_turn
-  turn = jax.random.uniform(jax.random.fold_in(inputs.rng, 3), (x.shape[0],), x.dtype,
-                            -max_turn, max_turn)
-  turned = inputs.encode(equivariance.turn_about_centroids(x, turn))
+  about its centroids by `equivariance_turns`."""
+  turn = equivariance_turns(inputs, objective_config)
+  turned = inputs.encode(equivariance.turn_about_centroids(inputs.encoder_input, turn))
   posterior = inputs.posterior
   angle, angle_var = warp.dedicated_angle_posterior(posterior.style_mu, posterior.style_logvar)
   turned_angle, turned_var = warp.dedicated_angle_posterior(turned.style_mu, turned.style_logvar)

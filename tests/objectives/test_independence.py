@@ -11,42 +11,61 @@ from mlvae_jax.objectives import independence
 from tests import strategies
 
 
-def reference_kernel(code: np.ndarray) -> np.ndarray:
-  """The standardised multi-bandwidth Gaussian kernel of the valid rows, pair by pair."""
+def _sq_distances(z: np.ndarray) -> np.ndarray:
+  return np.array([[np.sum((a - b) ** 2) for b in z] for a in z])
+
+
+def kernel_constants(code: np.ndarray) -> tuple[np.ndarray, float]:
+  """The per-dimension standardising scales and the base bandwidth of `reference_kernel`:
+  the two things the term holds constant in the gradient."""
   s = code.astype(np.float64)
-  s = (s - s.mean(0)) / np.maximum(s.std(0), 1e-6)
-  m = len(s)
-  sq = np.array([[np.sum((a - b) ** 2) for b in s] for a in s])
-  off = sq[~np.eye(m, dtype=bool)]
-  bandwidth = max(off.mean(), 1e-6)
+  std = np.maximum(s.std(0), 1e-6)
+  sq = _sq_distances((s - s.mean(0)) / std)
+  return std, max(sq[~np.eye(len(s), dtype=bool)].mean(), 1e-6)
+
+
+def reference_kernel(code: np.ndarray, held: tuple[np.ndarray, float] | None = None) -> np.ndarray:
+  """The standardised multi-bandwidth Gaussian kernel of the valid rows, pair by pair; `held`
+  (scales, bandwidth) replaces `kernel_constants(code)`, as when differentiating the term."""
+  s = code.astype(np.float64)
+  std, bandwidth = kernel_constants(code) if held is None else held
+  sq = _sq_distances((s - s.mean(0)) / std)
   return np.mean([np.exp(-sq / (2 * a * bandwidth)) for a in (1 / 16, 1 / 4, 1)], axis=0)
 
 
-def reference_hsic(style: np.ndarray, group_ids: np.ndarray, mask: np.ndarray) -> float:
+def reference_hsic(style: np.ndarray, group_ids: np.ndarray, mask: np.ndarray,
+                   held=None) -> float:
   """Song et al. (2012) unbiased HSIC on the valid rows, with explicit loops over index sets."""
   g = group_ids[mask]
-  return reference_unbiased(reference_kernel(style[mask]),
+  return reference_unbiased(reference_kernel(style[mask], held),
                             (g[:, None] == g[None, :]).astype(np.float64))
 
 
-def reference_content_kernel_hsic(style, group_content_rows, group_ids, mask) -> float:
+def reference_content_kernel_hsic(style, group_content_rows, group_ids, mask, held=None) -> float:
   """HSIC between style and the group's content code, its kernel built group by group."""
   g = group_ids[mask]
   content = np.stack([group_content_rows[group] for group in g])
-  return reference_unbiased(reference_kernel(style[mask]), reference_kernel(content))
+  return reference_unbiased(reference_kernel(style[mask], held), reference_kernel(content))
 
 
-def reference_within_group_hsic(content, style, group_ids, mask, pose=None) -> float:
-  """HSIC between content minus its group's mean (a loop over groups) and style (plus the
-  pose's own kernel, if given)."""
-  content, style, g = content[mask].astype(np.float64), style[mask], group_ids[mask]
+def within_group_residual(content, group_ids, mask) -> np.ndarray:
+  """The valid rows' content minus their group's mean, a loop over groups."""
+  content, g = content[mask].astype(np.float64), group_ids[mask]
   residual = content.copy()
   for group in np.unique(g):
     residual[g == group] -= content[g == group].mean(0)
-  style_kernel = reference_kernel(style)
+  return residual
+
+
+def reference_within_group_hsic(content, style, group_ids, mask, pose=None,
+                                held=(None, None, None)) -> float:
+  """HSIC between content minus its group's mean and style (plus the pose's own kernel, if
+  given); `held` gives the residual's, style's and pose's kernel constants."""
+  style_kernel = reference_kernel(style[mask], held[1])
   if pose is not None:
-    style_kernel = style_kernel + reference_kernel(pose[mask])
-  return reference_unbiased(reference_kernel(residual), style_kernel)
+    style_kernel = style_kernel + reference_kernel(pose[mask], held[2])
+  return reference_unbiased(reference_kernel(within_group_residual(content, group_ids, mask),
+                                             held[0]), style_kernel)
 
 
 def reference_unbiased(k: np.ndarray, l: np.ndarray) -> float:
