@@ -59,9 +59,10 @@ def load_split(data_config: Any, split: str) -> Split:
 
 def observation_shape(data_config: Any) -> tuple[int, ...]:
   """[H, W, C] of one observation; datasets other than the built-in ones are prepared."""
-  if data_config.name == "grouped_shapes":
+  if data_config.name in sources.RENDERERS:
     sources.check_shapes_config(data_config)
-    return (data_config.resolution, data_config.resolution, 1)
+    channels = 3 if data_config.name == "grouped_scenes" else 1
+    return (data_config.resolution, data_config.resolution, channels)
   static = {"digits": (8, 8, 1), "mnist": (28, 28, 1)}
   if data_config.name in static:
     return static[data_config.name]

@@ -22,10 +22,12 @@ from typing import Any, Mapping
 from absl import logging
 import numpy as np
 
-from mlvae_jax.data import shapes
+from mlvae_jax.data import scenes, shapes
 from mlvae_jax.data.errors import DataError
 
-DATASETS = ("digits", "mnist", "grouped_shapes", "tfds")
+DATASETS = ("digits", "mnist", "grouped_shapes", "grouped_scenes", "tfds")
+# The procedural datasets: their renderer module, by data.name.
+RENDERERS = {"grouped_shapes": shapes, "grouped_scenes": scenes}
 _CHUNK = 1024
 _CACHE_FORMAT = 1
 _ORIGIN = "__origin__"  # key of the TFDS split codes in fields.npz
@@ -65,7 +67,7 @@ def data_dir(data_config: Any) -> pathlib.Path:
 def check_shapes_config(data_config: Any) -> None:
   if data_config.resolution not in (32, 64):
     raise DataError(
-        f"data.resolution={data_config.resolution} is not supported by grouped_shapes; "
+        f"data.resolution={data_config.resolution} is not supported by {data_config.name}; "
         "use 32 or 64"
     )
   if data_config.num_examples < 1:
@@ -84,20 +86,21 @@ def _spec(data_config: Any) -> _Spec:
   if name == "mnist":
     manual = data_config.manual_dir or None
     return _Spec(builders.Mnist(manual_dir=manual, **kwargs), "image", 255.0, None, False)
-  if name == "grouped_shapes":
+  if name in RENDERERS:
     check_shapes_config(data_config)
+    builder_cls = builders.GroupedScenes if name == "grouped_scenes" else builders.GroupedShapes
     config = builders.GroupedShapesConfig.create(
         data_config.resolution, data_config.num_examples,
         int(data_config.generation_seed))
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.ERROR)  # TFDS warns of every custom config; ours always are
-    predefined = {c.name for c in builders.GroupedShapes.BUILDER_CONFIGS}
+    predefined = {c.name for c in builder_cls.BUILDER_CONFIGS}
     try:  # TFDS refuses a custom config named like a predefined one: name that one instead
-      builder = builders.GroupedShapes(
+      builder = builder_cls(
           config=config.name if config.name in predefined else config, **kwargs)
     finally:
       logging.set_verbosity(verbosity)
-    return _Spec(builder, "image", 255.0, shapes.FACTOR_NAMES, False)
+    return _Spec(builder, "image", 255.0, RENDERERS[name].FACTOR_NAMES, False)
   if name == "tfds":
     return _Spec(_generic_builder(data_config, root), data_config.image_key, None, None, True)
   raise DataError(

@@ -30,17 +30,21 @@ class GroupedShapesConfig(tfds.core.BuilderConfig):
 
 
 class GroupedShapes(ArrayRecordBuilder):
-  """Images [R, R, 1] uint8 plus one int field per factor of `shapes.FACTOR_NAMES`."""
+  """Images [R, R, C] uint8 plus one int field per factor of the renderer's FACTOR_NAMES
+  (a subclass names another renderer: grouped_scenes.py)."""
 
   name = "mlvae_grouped_shapes"
+  renderer = shapes  # a module with FACTOR_NAMES, sample_factors(rng, n), render(factors, R)
+  channels = 1
   VERSION = tfds.core.Version("1.0.0")
   BUILDER_CONFIGS = [GroupedShapesConfig.create(32, 20000, 0)]
 
   def _info(self) -> tfds.core.DatasetInfo:
     res = self.builder_config.resolution
-    features = {"image": tfds.features.Tensor(shape=(res, res, 1), dtype=np.uint8)}
+    features = {"image": tfds.features.Tensor(shape=(res, res, self.channels), dtype=np.uint8)}
     features.update(
-        {name: tfds.features.Tensor(shape=(), dtype=np.int64) for name in shapes.FACTOR_NAMES}
+        {name: tfds.features.Tensor(shape=(), dtype=np.int64)
+         for name in self.renderer.FACTOR_NAMES}
     )
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict(features), disable_shuffling=True
@@ -55,8 +59,8 @@ class GroupedShapes(ArrayRecordBuilder):
     }
 
   def _generate_examples(self, rng: np.random.Generator, num: int):
-    factors = shapes.sample_factors(rng, num)
-    images = shapes.render(factors, self.builder_config.resolution)
+    factors = self.renderer.sample_factors(rng, num)
+    images = self.renderer.render(factors, self.builder_config.resolution)
     for i in range(num):
-      example = dict(zip(shapes.FACTOR_NAMES, factors[i].tolist()))
+      example = dict(zip(self.renderer.FACTOR_NAMES, factors[i].tolist()))
       yield i, {"image": images[i], **example}
