@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,9 +19,11 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import configs, groups
+from mlvae_jax.training import checkpoint as checkpoint_lib
 from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.models import MLVAE, Posterior, mean_observation
 from mlvae_jax.training.restore import restore_state
+from mlvae_jax.training.workdir import SetupError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +81,32 @@ class Trained:
 def load(workdir: str, step: int | None = None) -> Trained:
   """Restores a run of `workdir` onto one device: the best checkpoint by
   `config.train.keep_best_metric` (else the latest), or checkpoint `step`."""
-  saved = workdir_lib.read_json(os.path.join(workdir, workdir_lib.CONFIG_FILE))
-  if saved is None:
-    raise FileNotFoundError(
-        f"{workdir} has no {workdir_lib.CONFIG_FILE}: it is not the workdir of a training run"
-    )
+  saved = _run_config(workdir)
   config = ml_collections.ConfigDict(configs.fill_later_defaults(saved))
   config.mesh.data = 1
   state, step, setup = restore_state(config, workdir, step)
   return Trained(config, setup.model, jax.device_get(state.params), step)
+
+
+def _run_config(workdir: str) -> dict[str, Any]:
+  """WORKDIR/config.json; if it is damaged, the config saved with the newest intact
+  checkpoint (said in one line)."""
+  path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  try:
+    saved = workdir_lib.read_json(path)
+  except (ValueError, OSError) as e:
+    steps = checkpoint_lib.Checkpoints(workdir, read_only=True)
+    if not steps.steps():
+      raise SetupError(f"{path} is damaged ({type(e).__name__}) and no checkpoint of {workdir} "
+                       "is intact to take the config from") from None
+    print(f"{path} is damaged ({type(e).__name__}); using the config saved with checkpoint "
+          f"{steps.steps()[-1]}", file=sys.stderr)
+    return steps.saved_config(steps.steps()[-1])
+  if saved is None:
+    raise FileNotFoundError(
+        f"{workdir} has no {workdir_lib.CONFIG_FILE}: it is not the workdir of a training run"
+    )
+  return saved
 
 
 class ContentCode(NamedTuple):

@@ -2,18 +2,23 @@
 
 WORKDIR/checkpoints/<step>/ holds three items: `state` (params, optimiser state, step and
 rng, restored onto whatever mesh the caller asks for), `data_iter` (the JSON state of every
-process's batch iterator, so a resumed run sees the same batches) and `config`. Reading
+process's batch iterator, so a resumed run sees the same batches) and `config`, and, written
+last, `integrity.json` (integrity.py): the digest of every file, array and item. Reading
 never creates or changes anything, so callers can inspect a workdir before deciding to
 write to it.
 
 Faults: a save is written to a temporary directory and renamed when complete (orbax), and
 a rotated-out checkpoint is first renamed into checkpoints/deleting/ and only then deleted,
 so a kill at any moment leaves no half-written or half-deleted step; what a kill leaves in
-a temporary directory or in deleting/ is removed, quietly, by the next run. A checkpoint
-that cannot be read anyway (a damaged disk, a truncated copy) is reported in one line and
-moved to WORKDIR/checkpoints_damaged/<step>-<time> by a training run (nothing is deleted);
-readers fall back to the newest one that reads. A state with NaN or infinite values is
-never saved, and one restored from elsewhere is refused.
+a temporary directory or in deleting/ is removed, quietly, by the next run. A save is
+checked when it completes (`poll`, every call; at the latest before the next save): one
+that failed (a full or unwritable disk) ends the run with SaveError, in one line. A
+checkpoint is intact only if its integrity record is there and every file and restored value
+matches it; any other (whatever fails: a missing or truncated file, a flipped bit, an
+interrupted save) is reported in one line and moved to WORKDIR/checkpoints_damaged/<step>-<time>
+by a training run (nothing is deleted); readers skip it and fall back to the newest intact
+one, and retry when a running trainer rotates away the one they read. A state with NaN or
+infinite values is never saved, and one restored from elsewhere is refused.
 """
 
 from __future__ import annotations
@@ -36,18 +41,22 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
 from mlvae_jax import configs
-from mlvae_jax.training import nonfinite
+from mlvae_jax.training import integrity, nonfinite
 from mlvae_jax.training.workdir import SetupError
+
+leaf_name = integrity.leaf_name
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
 _DELETING_DIR = "deleting"  # orbax renames rotated-out steps in here; we delete them after
 _STEP_METADATA = "_CHECKPOINT_METADATA"  # orbax's record of a step (time, metrics)
 _MINIMISED_MARKERS = ("loss", "bits", "error", "nll")
-# What reading a damaged checkpoint raises: tensorstore's DATA_LOSS / OUT_OF_RANGE
-# (ValueError), bad JSON (ValueError), missing files (OSError), missing items (KeyError).
-_DAMAGE = (ValueError, OSError, KeyError)
 _UNREADABLE_ELSEWHERE = "another process cannot read it"
+_ROTATED = "removed while it was read (a running training rotated it out)"
+
+
+class SaveError(Exception):
+  """A checkpoint could not be written (full or unwritable disk): the run stops."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -70,9 +79,7 @@ def _handlers() -> dict[str, ocp.CheckpointHandler]:
   }
 
 
-def _options(
-    train_config: ml_collections.ConfigDict | None, read_only: bool
-) -> ocp.CheckpointManagerOptions:
+def _options(train_config: ml_collections.ConfigDict | None) -> ocp.CheckpointManagerOptions:
   """Keep the latest keep_checkpoints, plus the best by keep_best_metric if it is set."""
   keep = train_config.keep_checkpoints if train_config else None
   metric = train_config.keep_best_metric if train_config else ""
@@ -80,9 +87,8 @@ def _options(
   best = {}
   if metric:
     name, mode = best_mode(metric)
-    # A step saved without the metric (a preemption save, a non-finite value) ranks last.
-    worst = math.inf if mode == "min" else -math.inf
-    # best_fn also makes orbax store each step's metrics (for BestN and best_step).
+    worst = _worst(mode)  # a step saved without the metric (a preemption save) ranks last
+    # best_fn also makes orbax store each step's metrics (for BestN).
     best = dict(best_fn=lambda metrics: metrics.get(name, worst), best_mode=mode)
     policies.append(
         ocp.checkpoint_managers.BestN(
@@ -92,26 +98,15 @@ def _options(
             keep_checkpoints_without_metrics=False,
         )
     )
-  # Reading uses create/cleanup/save_interval off rather than orbax's read_only, which warns
-  # on every open; `Checkpoints` never saves or deletes through a reading manager.
   return ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-      create=not read_only,  # temporary directories: Checkpoints removes them, between saves
-      save_interval_steps=0 if read_only else 1,
-      todelete_subdir=None if read_only else _DELETING_DIR,
+      todelete_subdir=_DELETING_DIR,
       **best,
   )
 
 
-def _leaf_name(path: tuple[Any, ...]) -> str:
-  """The dotted name orbax gives a leaf, e.g. 'opt_state.1.0.mu.w'."""
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-  return ".".join(parts)
+def _worst(mode: str) -> float:
+  return math.inf if mode == "min" else -math.inf
 
 
 def _gather_process_states(state: Mapping[str, Any]) -> list[Any]:
@@ -186,9 +181,10 @@ def _quiet_about_step_metadata() -> Iterator[None]:
 class Checkpoints:
   """The checkpoints of one workdir, kept per `train_config` (config.train).
 
-  With `read_only` nothing is created, deleted, moved or written, even the directory; steps
-  that cannot be read are then left in place and skipped. A writable instance (one per run,
-  under the workdir's lock) moves them aside when it opens.
+  Opening one checks every step against its integrity record. With `read_only` nothing is
+  created, deleted, moved or written, even the directory; damaged steps are then left in
+  place and skipped. A writable instance (one per run, under the workdir's lock) moves them
+  aside when it opens.
   """
 
   def __init__(
@@ -201,58 +197,54 @@ class Checkpoints:
     self.workdir = workdir
     self.directory = checkpoint_dir(workdir)
     self.read_only = read_only
-    self.damaged: dict[int, str] = {}  # unreadable steps left in place (read_only)
+    self.damaged: dict[int, str] = {}  # damaged steps left in place (read_only)
     self._train_config = train_config
+    self._records: dict[int, dict[str, Any]] = {}  # intact steps' integrity records
+    self._pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None  # saving
     self._manager = None
     _silence_failed_read_callbacks()
     exists = os.path.isdir(self.directory)
     if jax.process_count() > 1:  # all look before one creates it: orbax's collectives differ
       multihost_utils.sync_global_devices("mlvae_jax:checkpoints_looked_at")
     if exists:
-      self._manager = self._open(read_only=True)
-      self.damaged = {
-          step: problem for step in self._manager.all_steps()
-          if (problem := self._problem(step)) is not None
-      }
-      if read_only:
-        return
-      self._manager.close()
+      self._scan()
+    if read_only:
+      return
+    if exists:
       self._remove_leftovers()
       for step, problem in sorted(self.damaged.items()):
         self._set_aside(step, problem)
       self.damaged = {}
-    elif read_only:
-      return
-    self._manager = self._open(read_only=False)
-
-  def _open(self, read_only: bool) -> ocp.CheckpointManager:
     with _quiet_about_step_metadata():
-      return ocp.CheckpointManager(
-          self.directory, options=_options(self._train_config, read_only),
-          item_handlers=_handlers(),
-      )
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=_options(self._train_config), item_handlers=_handlers())
 
-  def _problem(self, step: int) -> str | None:
-    """Why checkpoint `step` cannot be read, judged from its metadata (None if it reads).
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
-    Reads the step's record, its config and the metadata of every array (which lives in
-    the same files as the arrays), not the arrays themselves; `restore` catches the rest.
-    """
-    problem = None
-    try:
-      with open(os.path.join(self.directory, str(step), _STEP_METADATA)) as f:
-        json.load(f)
-      self.saved_config(step)
-      jax.tree.leaves(self._manager.item_metadata(step)["state"].tree)
-    except _DAMAGE as e:
-      problem = _reason(e)
-    if _on_every_process(problem is None):
-      return None
-    return problem or _UNREADABLE_ELSEWHERE
+  def _scan(self) -> None:
+    """Checks every step directory against its integrity record (intact or damaged)."""
+    names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+    for step in sorted(int(name) for name in names if name.isdigit()):
+      if step in self._records or step in self.damaged:
+        continue
+      problem, record = None, None
+      try:
+        record = integrity.read_record(self._step_dir(step))
+        integrity.verify_files(self._step_dir(step), record)
+      except integrity.IntegrityError as e:
+        problem = str(e)
+      if not os.path.isdir(self._step_dir(step)):
+        continue  # rotated out by a running training while we looked
+      if _on_every_process(problem is None):
+        self._records[step] = record
+      else:
+        self.damaged[step] = problem or _UNREADABLE_ELSEWHERE
 
   def _set_aside(self, step: int, problem: str) -> None:
-    """Reports an unreadable step in one line; moves it to WORKDIR/checkpoints_damaged."""
-    where = f"checkpoint {step} of {self.directory} cannot be read ({problem})"
+    """Reports a damaged step in one line; moves it to WORKDIR/checkpoints_damaged."""
+    self._records.pop(step, None)
+    where = f"checkpoint {step} of {self.directory} is damaged ({problem})"
     if self.read_only:
       print(f"{where}; skipped (a training run in this workdir moves it aside)", file=sys.stderr)
       return
@@ -260,31 +252,25 @@ class Checkpoints:
     destination = os.path.join(damaged_dir(self.workdir), f"{step}-{stamp}")
     if jax.process_index() == 0:
       os.makedirs(damaged_dir(self.workdir), exist_ok=True)
-      os.rename(os.path.join(self.directory, str(step)), destination)
+      os.rename(self._step_dir(step), destination)
       print(f"{where}; moved to {destination}", file=sys.stderr)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"mlvae_jax:set_aside_{step}")
 
   def steps(self) -> list[int]:
-    """Steps of the complete, readable checkpoints, ascending (incomplete saves, moved-away
-    and unreadable steps are not listed)."""
-    if not self._manager:
-      return []
-    return sorted(set(self._manager.all_steps()) - set(self.damaged))
+    """Steps of the intact checkpoints, ascending (incomplete saves, moved-away and damaged
+    steps are not listed)."""
+    return sorted(self._records)
 
   def saved_config(self, step: int) -> dict[str, Any]:
     """The config dict stored with checkpoint `step` (keys added since: their defaults)."""
-    saved = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return configs.fill_later_defaults(saved["config"])
+    return configs.fill_later_defaults(self._records[step]["items"]["config"]["value"])
 
   def check_shapes(self, step: int, abstract_state: Any) -> None:
     """Fails with one line naming the first leaf whose stored shape differs from the target."""
-    stored = {
-        m.name: tuple(m.shape)
-        for m in jax.tree.leaves(self._manager.item_metadata(step)["state"].tree)
-    }
+    stored = {name: tuple(a["shape"]) for name, a in self._records[step]["arrays"].items()}
     leaves, _ = jax.tree_util.tree_flatten_with_path(abstract_state)
-    expected = {_leaf_name(path): tuple(leaf.shape) for path, leaf in leaves}
+    expected = {leaf_name(path): tuple(leaf.shape) for path, leaf in leaves}
     params_first = lambda name: (not name.startswith("params."), name)  # noqa: E731
     for name in sorted(set(stored) | set(expected), key=params_first):
       if stored.get(name) != expected.get(name):
@@ -298,33 +284,35 @@ class Checkpoints:
   def restore(
       self, step: int, abstract_state: Any, with_data: bool = True
   ) -> tuple[Any, Any | None]:
-    """(state, this process's iterator state or None) of checkpoint `step`.
+    """(state, this process's iterator state or None) of checkpoint `step`, every value
+    checked against the integrity record (IntegrityError if one differs).
 
     `abstract_state` holds `jax.ShapeDtypeStruct`s with the shardings wanted now, so a
     checkpoint saved on 8 devices restores onto 1 (or any mesh) without going through host.
     A state holding NaN or infinite values is refused (SetupError).
     """
     self.check_shapes(step, abstract_state)
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
-    if with_data:
-      items["data_iter"] = ocp.args.JsonRestore()
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    bad = nonfinite.nonfinite_paths(restored["state"])
+    record = self._records[step]
+    with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as checkpointer:
+      state = checkpointer.restore(os.path.join(self._step_dir(step), "state"),
+                                   args=ocp.args.StandardRestore(abstract_state))
+    integrity.verify_values(record, state)
+    bad = nonfinite.nonfinite_paths(state)
     if bad:
       raise SetupError(
           f"checkpoint {self.directory}/{step} holds non-finite values (first in "
-          f"'{_leaf_name(bad[0])}'): the run had diverged when it was saved; resume or "
+          f"'{leaf_name(bad[0])}'): the run had diverged when it was saved; resume or "
           "evaluate an earlier checkpoint (move this one out of the directory)"
       )
     if not with_data:
-      return restored["state"], None
-    per_process = restored["data_iter"]["processes"]
+      return state, None
+    per_process = record["items"]["data_iter"]["value"]["processes"]
     if len(per_process) != jax.process_count():
       raise SetupError(
           f"checkpoint {self.directory}/{step} was written by {len(per_process)} processes and "
           f"this run has {jax.process_count()}; resume with the same number of processes"
       )
-    return restored["state"], per_process[jax.process_index()]
+    return state, per_process[jax.process_index()]
 
   def restore_readable(
       self,
@@ -335,38 +323,51 @@ class Checkpoints:
       with_data: bool = True,
   ) -> tuple[int, Any, Any | None]:
     """(step, state, iterator state) of the first of `preferred`, then (with `fallback`) of
-    the newest checkpoint, that reads. Each that does not is reported in one line (and moved
-    aside when writable); SetupError if none reads, or for a mismatch with the config."""
-    newest_first = sorted(self.steps(), reverse=True)
-    order = [s for s in preferred if s in newest_first]
-    order += [s for s in newest_first if s not in order] if fallback else []
-    for step in order:
-      problem = None
-      try:
-        state, data_state = self.restore(step, abstract_state, with_data)
-      except SetupError:
-        raise
-      except _DAMAGE as e:
-        problem = _reason(e)
-      if _on_every_process(problem is None):
-        self._report_skipped(newer_than=step)
-        return step, state, data_state
-      if self.read_only:
-        self.damaged[step] = problem or _UNREADABLE_ELSEWHERE
-      else:
-        self._set_aside(step, problem or _UNREADABLE_ELSEWHERE)
-        self._manager.reload()
+    the newest intact checkpoint. Each damaged one is reported in one line (and moved aside
+    when writable); one a running training rotated away while it was read is passed over
+    (the directory is looked at again once). SetupError if none is intact, or for a
+    mismatch with the config."""
+    for attempt in range(2):
+      newest_first = sorted(self.steps(), reverse=True)
+      order = [s for s in preferred if s in newest_first]
+      order += [s for s in newest_first if s not in order] if fallback else []
+      rotated = False
+      for step in order:
+        problem = None
+        try:
+          state, data_state = self.restore(step, abstract_state, with_data)
+        except SetupError:
+          raise
+        except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise bare Exception
+          problem = _reason(e)
+        if _on_every_process(problem is None):
+          self._report_skipped(newer_than=step)
+          return step, state, data_state
+        if self.read_only and not os.path.isdir(self._step_dir(step)):
+          self._records.pop(step)
+          rotated = True
+        elif self.read_only:
+          self._records.pop(step)
+          self.damaged[step] = problem or _UNREADABLE_ELSEWHERE
+        else:
+          self._set_aside(step, problem or _UNREADABLE_ELSEWHERE)
+          self._manager.reload()
+      if not (rotated and attempt == 0):
+        break
+      self._scan()  # a running training saved newer steps meanwhile
     self._report_skipped(newer_than=-1)
     if not fallback:
-      raise SetupError(f"checkpoint {', '.join(map(str, preferred))} of {self.directory} cannot "
-                       "be read (see the line above); choose another step")
+      raise SetupError(f"checkpoint {', '.join(map(str, preferred))} of {self.directory} is "
+                       "not intact (see the line above); choose another step")
+    if self.read_only:
+      raise SetupError(f"no checkpoint of {self.directory} is intact (see the lines above)")
     raise SetupError(
-        f"no checkpoint of {self.directory} can be read (see the lines above); relaunch to "
-        f"start afresh, or restore them from {damaged_dir(self.workdir)}"
+        f"no checkpoint of {self.directory} is intact (see the lines above; they are in "
+        f"{damaged_dir(self.workdir)}); relaunch to start afresh"
     )
 
   def _report_skipped(self, newer_than: int) -> None:
-    """One line for each unreadable step a read-only reader skipped above `newer_than`."""
+    """One line for each damaged step a read-only reader skipped above `newer_than`."""
     for step in sorted(s for s in self.damaged if s > newer_than):
       self._set_aside(step, self.damaged[step])
 
@@ -378,28 +379,86 @@ class Checkpoints:
       config: ml_collections.ConfigDict,
       metrics: Mapping[str, float] | None = None,
   ) -> None:
-    """Saves all three items (asynchronously; all processes must call it).
+    """Saves all three items (asynchronously; all processes must call it); the integrity
+    record follows when the save completes (`poll`, `close` or the next save).
 
     Refuses a state with NaN or infinite values (NonFiniteError); non-finite metrics are
-    left out, so they never rank a checkpoint as the best.
+    left out, so they never rank a checkpoint as the best. SaveError if the previous save
+    failed.
     """
     if self.read_only:
       raise RuntimeError(f"checkpoints of {self.directory} were opened read-only")
     bad = nonfinite.nonfinite_paths(state)
     if bad:
       raise nonfinite.NonFiniteError(
-          f"checkpoint {step} was not saved: '{_leaf_name(bad[0])}' holds NaN or infinite "
+          f"checkpoint {step} was not saved: '{leaf_name(bad[0])}' holds NaN or infinite "
           f"values; the last good checkpoint is {self.latest_description()}"
       )
-    items = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data_iter=ocp.args.JsonSave({"processes": _gather_process_states(data_state)}),
-        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
-    )
-    self._manager.wait_until_finished()  # the previous save has renamed what it rotated out
+    self.finish_pending()  # the previous save has renamed what it rotated out
     self._remove_leftovers()
-    finite = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}
-    self._manager.save(step, args=items, metrics=finite, force=True)
+    finite = {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)}
+    items = {
+        "data_iter": {"processes": _gather_process_states(data_state)},
+        "config": json.loads(config.to_json_best_effort()),
+        "metrics": finite,
+    }
+    self._manager.save(step, force=True, metrics=finite, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data_iter=ocp.args.JsonSave(items["data_iter"]),
+        config=ocp.args.JsonSave(items["config"]),
+    ))
+    self._pending = (step, integrity.array_record(state), items)
+
+  def poll(self) -> None:
+    """Completes the pending save if orbax has finished it (a cheap check; call often)."""
+    if self._pending and not self._manager.is_saving_in_progress():
+      self.finish_pending()
+
+  def finish_pending(self) -> None:
+    """Waits for the pending save, checks it, and writes its integrity record (last);
+    SaveError (one line) if it failed."""
+    if not self._pending:
+      return
+    step, arrays, items = self._pending
+    self._pending = None
+    problem = None
+    try:
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+      if not os.path.isdir(self._step_dir(step)):
+        raise FileNotFoundError(f"{self._step_dir(step)} was not committed")
+      if jax.process_index() == 0:
+        integrity.write_record(self._step_dir(step), step, arrays, items)
+    except Exception as e:  # noqa: BLE001 - orbax reports a failed write as bare Exception
+      problem = _reason(e)
+    if not _on_every_process(problem is None):
+      raise SaveError(
+          f"checkpoint {step} could not be written to {self.directory} "
+          f"({problem or _UNREADABLE_ELSEWHERE}); the run stops here, earlier checkpoints are "
+          "intact: free disk space or fix its permissions, then run the same command again"
+      )
+    self._records = {s: r for s, r in self._records.items() if os.path.isdir(self._step_dir(s))}
+    self._records[step] = integrity.read_record(self._step_dir(step))
+
+  def add_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+    """Adds metrics evaluated after checkpoint `step` was recorded (the final step is saved
+    before the end-of-run evaluators) to its integrity record, for `best_step`."""
+    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+    if not finite or step not in self._records:
+      return
+    record = self._records[step]
+    merged = {**record["items"]["metrics"]["value"], **finite}
+    if jax.process_index() == 0:
+      integrity.replace_item(self._step_dir(step), record, "metrics", merged)
+    self._records[step] = {**record, "items": {**record["items"], "metrics": {"value": merged}}}
+
+  def none_intact(self) -> SetupError:
+    """The one-line error of a workdir whose checkpoints are all damaged."""
+    damaged = "; ".join(f"{step}: {problem}" for step, problem in sorted(self.damaged.items()))
+    return SetupError(
+        f"no checkpoint of {self.directory} is intact ({damaged}); move them out of the "
+        "directory (or relaunch with --config.train.resume=restart) to start afresh"
+    )
 
   def _remove_leftovers(self) -> None:
     """Deletes the steps orbax renamed into deleting/ and the temporary directories of
@@ -412,23 +471,31 @@ class Checkpoints:
         shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def latest_description(self) -> str:
-    """'step S in DIR' for the newest saved checkpoint, or 'none (...)'."""
-    steps = self.steps()
+    """'step S in DIR' for the newest intact (or now being written) checkpoint, or 'none'."""
+    steps = self.steps() + ([self._pending[0]] if self._pending else [])
     if not steps:
       return f"none (no checkpoint was saved in {self.directory})"
     return f"step {steps[-1]} in {self.directory}"
 
   def best_step(self) -> int | None:
-    """The step best by keep_best_metric (the latest if none is set); None if none saved."""
-    if not self._manager:
-      return None
-    best = self._manager.best_step()
-    return best if best not in self.damaged else max(self.steps(), default=None)
+    """The intact step best by keep_best_metric (the latest if none is set or none has the
+    metric); None if none is intact."""
+    steps = self.steps()
+    metric = self._train_config.keep_best_metric if self._train_config else ""
+    if not metric or not steps:
+      return max(steps, default=None)
+    name, mode = best_mode(metric)
+    value = lambda s: self._records[s]["items"]["metrics"]["value"].get(name, _worst(mode))  # noqa: E731
+    ranked = sorted(steps, key=lambda s: (value(s), s))
+    best = ranked[0] if mode == "min" else ranked[-1]
+    return best if math.isfinite(value(best)) else steps[-1]
 
   def close(self) -> None:
-    """Waits for pending saves; call before the process exits."""
-    if self._manager:
-      self._manager.wait_until_finished()
-      if not self.read_only:
-        self._remove_leftovers()
+    """Completes the pending save (SaveError if it failed); call before the process exits."""
+    if not self._manager:
+      return
+    try:
+      self.finish_pending()
+    finally:
+      self._remove_leftovers()
       self._manager.close()

@@ -119,6 +119,8 @@ def plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
   existing = checkpoint_lib.Checkpoints(workdir, read_only=True)
   try:
     steps = existing.steps()
+    if existing.damaged and not steps:
+      raise existing.none_intact()
     saved = existing.saved_config(steps[-1]) if steps else None
     resume = workdir_lib.plan_resume(run.config, workdir, steps, saved)
     if resume.resume_step is not None:
@@ -239,6 +241,7 @@ def train(
         count, step = count + 1, step + call.steps
         window.add(metrics, call.steps)
         in_flight.append(metrics)
+        checkpoints.poll()  # a failed save ends the run now, not one save later
         if len(in_flight) > MAX_CALLS_IN_FLIGHT:
           jax.block_until_ready(in_flight.popleft())
         stopping = signals.reached(count)
@@ -252,11 +255,16 @@ def train(
         saving = step % train_config.checkpoint_every == 0 or step == train_config.num_steps
         if logged or saving or evaluate.due(step, saving=saving, last=last):
           nonfinite.check(health, train_config, checkpoints.latest_description())
+        if last:  # the final step is on disk before the end-of-run evaluators start
+          checkpoints.save(step, state, call.data_state, config, record)
+          checkpoints.finish_pending()
         evaluated = evaluate(step, state.params, saving=saving, last=last)
         if evaluated:
           writer.write(step, evaluated)
           record.update(evaluated)
-        if saving or stopping:
+        if last:
+          checkpoints.add_metrics(step, evaluated)  # keep-best ranks the final step by them
+        elif saving or stopping:
           checkpoints.save(step, state, call.data_state, config, record)
         if stopping:
           raise preemption.Preempted(step, signals.signal_name, checkpoints.directory)

@@ -11,10 +11,13 @@ import json
 import logging
 import math
 import os
+import sys
 from typing import Mapping
 
 import tqdm
 from tensorboardX import SummaryWriter
+
+from mlvae_jax.config_helpers import SetupError
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -22,23 +25,42 @@ TENSORBOARD_DIR = "tensorboard"
 logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
 
+def _records(path: str, rewriting: bool = False) -> list[dict]:
+  """The records of a metrics file; a torn last line (a kill or a full disk during a write)
+  is dropped, with one line on stderr. A damaged line before the last is an error."""
+  with open(path, "rb") as f:
+    lines = [line for line in f.read().split(b"\n") if line.strip()]
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      record = json.loads(line.decode())
+      record["step"] = int(record["step"])
+    except (ValueError, KeyError, TypeError) as e:
+      if number < len(lines):
+        raise SetupError(f"{path} line {number} is damaged ({type(e).__name__}); move the "
+                         "file away to start a new record") from None
+      what = "dropped" if rewriting else "ignored"
+      print(f"{path}: the torn last line (a write interrupted) is {what}", file=sys.stderr)
+      continue
+    records.append(record)
+  return records
+
+
 def read_metrics(workdir: str) -> list[dict]:
   """All records of WORKDIR/metrics.jsonl ([] if there is none)."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return _records(path)
 
 
 def _truncate_after(path: str, step: int) -> None:
   """Keeps only records up to `step` (a resumed run rewrites what came after)."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  kept = [r for r in _records(path, rewriting=True) if r["step"] <= step]
   with open(path, "w") as f:
-    f.writelines(lines)
+    f.writelines(json.dumps(record) + "\n" for record in kept)
 
 
 def _json_value(value: float) -> float | str:

@@ -23,12 +23,15 @@ def restore_state(
   or, if that cannot be read, the newest that can. The mesh may differ from the one the run
   was trained on (e.g. 1 device for an 8-device run). Non-finite parameters are refused.
   """
+  workdir_lib.check_name(workdir)
   run = setup(config)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.train, read_only=True)
   try:
     steps = checkpoints.steps()
     if not steps and not checkpoints.damaged:
       raise SetupError(f"workdir {workdir} holds no checkpoint; train there first")
+    if not steps:
+      raise checkpoints.none_intact()
     if step is not None and step not in steps and step not in checkpoints.damaged:
       raise SetupError(f"workdir {workdir} has no checkpoint at step {step}; it has {steps}")
     # restore() fails first on mismatched shapes, the most specific error.

@@ -448,13 +448,13 @@ def test_an_unreadable_latest_checkpoint_is_moved_aside_and_the_run_resumes_befo
   state, step, _ = restore.restore_state(config_of(), str(workdir))  # eval: read-only fallback
   assert step == 2 and (workdir / "checkpoints" / "4").is_dir()
   lines = capfd.readouterr().err.strip().splitlines()
-  assert len(lines) == 1 and re.fullmatch(r"checkpoint 4 of \S+ cannot be read \(.+\); skipped "
+  assert len(lines) == 1 and re.fullmatch(r"checkpoint 4 of \S+ is damaged \(.+\); skipped "
                                           r"\(a training run in this workdir moves it aside\)",
                                           lines[0])
   config = config_of(**{"train.num_steps": 6})
   train.train_and_evaluate(config, str(workdir))
   lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
-  moved = re.fullmatch(r"checkpoint 4 of \S+ cannot be read \(.+\); moved to (\S+)", lines[0])
+  moved = re.fullmatch(r"checkpoint 4 of \S+ is damaged \(.+\); moved to (\S+)", lines[0])
   assert moved and len(lines) == 1, lines
   assert pathlib.Path(moved.group(1)).parent == workdir / checkpoint.DAMAGED_DIR
   assert pathlib.Path(moved.group(1)).is_dir()  # nothing deleted
