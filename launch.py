@@ -58,6 +58,7 @@ def main(argv: list[str]) -> None:
   from mlvae_jax.training import sharding
   from mlvae_jax import sweep, train
   from mlvae_jax.config_helpers import SetupError, describe_flag_error
+  from mlvae_jax.training.checkpoint import SaveError
   from mlvae_jax.training.nonfinite import NonFiniteError
   from mlvae_jax.training.preemption import RESUMABLE_EXIT_CODE, Preempted
 
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> None:
       train.train_and_evaluate(config, _WORKDIR.value)
     else:
       print(json.dumps(train.evaluate(config, _WORKDIR.value), sort_keys=True))
-  except (SetupError, NonFiniteError) as e:
+  except (SetupError, NonFiniteError, SaveError) as e:
     sys.exit(f"launch.py: error: {e}")
   except Preempted as e:  # the same command resumes: schedulers may retry on this status
     print(f"launch.py: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -27,11 +28,13 @@ from mlvae_jax.config_helpers import (
 )
 from mlvae_jax import results_table
 from mlvae_jax.evaluation.report import headline_metrics
+from mlvae_jax.training.preemption import RESUMABLE_EXIT_CODE
 from mlvae_jax.training.workdir import FINAL_METRICS_FILE, check_writable, read_json
 
 CSV_FILE = "sweep.csv"
 MARKDOWN_FILE = "sweep.md"
 LOG_DIR = "logs"
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def load_points(path: str, arg: str | None) -> list[Point]:
@@ -105,35 +108,69 @@ def shell_command(job: Job) -> str:
   return " ".join(shlex.quote(part) for part in job.command)
 
 
+class _StopSignals:
+  """While entered, a stop signal is recorded (`name`) instead of ending the sweep. (The
+  training runs' StopSignals asks JAX about processes, which would claim the devices here.)"""
+
+  def __init__(self):
+    self.name: str | None = None
+    self._previous: dict[int, Any] = {}
+
+  def __enter__(self) -> _StopSignals:
+    for signum in _STOP_SIGNALS:
+      self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def _handle(self, signum: int, frame: Any) -> None:
+    del frame
+    self.name = self.name or signal.Signals(signum).name
+
+  def __exit__(self, *exc_info: object) -> None:
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
 def run_jobs(jobs: Sequence[Job], workdir: str, parallel: int) -> dict[str, str]:
   """Runs unfinished jobs, `parallel` at a time.
 
-  Returns {name: 'done' | 'done earlier' | 'failed'}.
+  Returns {name: 'done' | 'done earlier' | 'failed' | 'stopped' | 'pending'}.
 
   Each job's output goes to WORKDIR/logs/<name>.log, outside the point's own workdir, so a
-  point that refuses to start leaves its workdir untouched.
+  point that refuses to start leaves its workdir untouched. A stop signal (SIGTERM, SIGINT,
+  SIGHUP) is passed on to the running points as SIGTERM: each saves its step and exits
+  (status 'stopped'), no further point starts, and the caller still writes the table.
   """
   status = {job.name: "done earlier" for job in jobs if job.finished}
   pending = [job for job in jobs if not job.finished]
   os.makedirs(os.path.join(workdir, LOG_DIR), exist_ok=True)
   running: list[tuple[Job, subprocess.Popen, Any]] = []
-  while pending or running:
-    while pending and len(running) < parallel:
-      job = pending.pop(0)
-      log = open(os.path.join(workdir, LOG_DIR, job.name + ".log"), "a")  # keeps earlier tries
-      log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_command(job)}\n")
-      log.flush()
-      running.append((job, subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT), log))
-      print(f"sweep: started {job.name}", file=sys.stderr)
-    time.sleep(0.2)
-    for entry in list(running):
-      job, process, log = entry
-      if process.poll() is None:
-        continue
-      log.close()
-      running.remove(entry)
-      status[job.name] = "done" if process.returncode == 0 and job.finished else "failed"
-      print(f"sweep: {job.name} {status[job.name]} (exit {process.returncode})", file=sys.stderr)
+  with _StopSignals() as signals:
+    forwarded = False
+    while pending or running:
+      while pending and len(running) < parallel and not signals.name:
+        job = pending.pop(0)
+        log = open(os.path.join(workdir, LOG_DIR, job.name + ".log"), "a")  # keeps earlier tries
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shell_command(job)}\n")
+        log.flush()
+        running.append((job, subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT),
+                        log))
+        print(f"sweep: started {job.name}", file=sys.stderr)
+      if signals.name and not forwarded:
+        print(f"sweep: {signals.name}: stopping {len(running)} running point(s); "
+              f"{len(pending)} not started", file=sys.stderr)
+        for _, process, _ in running:
+          process.send_signal(signal.SIGTERM)
+        forwarded, pending = True, []
+      time.sleep(0.2)
+      for entry in list(running):
+        job, process, log = entry
+        if process.poll() is None:
+          continue
+        log.close()
+        running.remove(entry)
+        status[job.name] = ("done" if process.returncode == 0 and job.finished else "stopped"
+                            if process.returncode == RESUMABLE_EXIT_CODE else "failed")
+        print(f"sweep: {job.name} {status[job.name]} (exit {process.returncode})", file=sys.stderr)
   return status
 
 
@@ -199,4 +236,7 @@ def launch(
   check_writable(workdir)
   status = run_jobs(jobs, workdir, parallel)
   print(summarise(jobs, status, workdir))
-  return 1 if "failed" in status.values() else 0
+  if "failed" in status.values():
+    return 1
+  stopped = {"stopped", "pending"} & set(status.values())
+  return RESUMABLE_EXIT_CODE if stopped else 0

@@ -1,7 +1,8 @@
-"""Stopping on SIGTERM or SIGINT at a step every process agrees on, so that step is saved.
+"""Stopping on SIGTERM, SIGINT or SIGHUP at a step every process agrees on, so that step is
+saved.
 
 Schedulers and preemptible accelerators send SIGTERM (then SIGKILL after a grace period);
-users press Ctrl-C. Either way the run finishes its current step, saves and commits a
+users press Ctrl-C; a closed terminal or ssh session sends SIGHUP. Either way the run finishes its current step, saves and commits a
 checkpoint of it, flushes its metrics and exits with `RESUMABLE_EXIT_CODE`; the same
 command then continues bit for bit.
 
@@ -10,8 +11,12 @@ command then continues bit for bit.
 - Several processes: JAX's preemption service (started by `jax.distributed.initialize`)
   catches SIGTERM on any host and agrees, through the coordination service, on the first
   step every process can still reach; `multihost_utils.reached_preemption_sync_point` is a
-  local read, so asking it every step costs nothing. SIGINT is forwarded to that service as
-  a SIGTERM of this process. SIGTERM is then left to JAX: a Python handler would replace it.
+  local read, so asking it every step costs nothing. SIGINT and SIGHUP are forwarded to
+  that service as a SIGTERM of this process. SIGTERM is then left to JAX: a Python handler
+  would replace it.
+
+SIGQUIT (Ctrl-\\) is left as it is: the way to end a run at once, without saving (like
+SIGKILL, it loses only the steps since the last checkpoint).
 
 Signals after the first never interrupt anything: the stop, and the save it makes, are
 already under way (SIGKILL still ends the process at once; checkpoints commit atomically,
@@ -28,7 +33,8 @@ import jax
 from jax.experimental import multihost_utils
 
 RESUMABLE_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: temporary failure, run the command again
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_FORWARDED = (signal.SIGINT, signal.SIGHUP)  # several processes: to JAX as SIGTERM
 
 
 class Preempted(Exception):
@@ -44,7 +50,7 @@ class Preempted(Exception):
 
 
 class StopSignals:
-  """While entered, SIGTERM and SIGINT ask the run to stop at an agreed step (`reached`)."""
+  """While entered, SIGTERM, SIGINT and SIGHUP ask the run to stop at an agreed step (`reached`)."""
 
   def __init__(self):
     self.signal_name: str | None = None
@@ -60,7 +66,7 @@ class StopSignals:
       os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption service tells every process
 
   def __enter__(self) -> StopSignals:
-    for signum in (signal.SIGINT,) if self._multiprocess else _SIGNALS:
+    for signum in _FORWARDED if self._multiprocess else _SIGNALS:
       self._previous[signum] = signal.signal(signum, self._handle)
     return self
 

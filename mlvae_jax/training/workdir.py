@@ -30,8 +30,22 @@ RESUMABLE_KEYS = (
 )
 
 
+def check_name(workdir: str) -> None:
+  """Fails (one line) for a workdir path that is empty or not UTF-8: orbax and tensorstore
+  take paths as UTF-8 text, so such a run would fail at its first save."""
+  if not workdir or not workdir.strip():
+    raise SetupError("--workdir is empty; give the directory of the run")
+  try:
+    workdir.encode("utf-8")
+  except UnicodeEncodeError:
+    raise SetupError(f"workdir {workdir.encode('utf-8', 'replace').decode()!r} is not UTF-8 "
+                     "text (checkpoints cannot be written there); use a UTF-8 path") from None
+
+
 def check_writable(workdir: str) -> None:
-  """Fails if `workdir` cannot be created or written, without creating anything."""
+  """Fails if `workdir` is no valid name (check_name) or cannot be created or written,
+  without creating anything."""
+  check_name(workdir)
   path = os.path.abspath(workdir)
   probe = path
   while not os.path.exists(probe):
