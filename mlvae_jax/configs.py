@@ -28,7 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "digits"  # digits | mnist | grouped_shapes | tfds
+  c.data.name = "digits"  # digits | mnist | grouped_shapes | grouped_scenes | tfds
   c.data.data_dir = ""  # where TFDS builders write/read prepared data ('' = ~/.cache/mlvae_jax/tfds)
   c.data.manual_dir = ""  # directory with raw files (MNIST IDX files)
   c.data.tfds_name = ""  # generic adapter: any TFDS dataset readable with tfds.data_source
@@ -176,6 +176,10 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
     # predictability of each ground-truth factor (quantised into <= bins classes) from each
     # code by `probe` (linear, knn or mlp)
     "disentanglement": {"fit_split": "train", "max_examples": 5000, "bins": 8, "probe": "linear"},
+    # the same factor gains of codes computed without learning (evaluation/baseline.py): kind
+    # group_pca (PCA of group means / of residuals) or moments (moment pose, canonical-frame PCA)
+    "baseline": {"fit_split": "train", "max_examples": 5000, "bins": 8, "probe": "linear",
+                 "kind": "group_pca", "content_dim": 6, "style_dim": 6},
     # swap.png (grid x grid) and reconstructions.png; images enlarged to >= min_pixels
     "images": {"grid": 8, "min_pixels": 48, "max_examples": 5000},
     # prior.png (grid x grid), traversals.png (every dimension over +-traversal_limit) and

@@ -38,7 +38,7 @@ every process (see elbo.py).
 from __future__ import annotations
 
 from mlvae_jax.evaluation import (  # noqa: F401 - importing a protocol registers its type
-    accumulation, classify, disentanglement, disentanglement_suite, elbo, figures,
+    accumulation, baseline, classify, disentanglement, disentanglement_suite, elbo, figures,
     images, style_transfer, swap,
 )
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator, register
