@@ -1,10 +1,10 @@
 r"""The MNIST disentanglement study (docs/mnist/study.md): one lever at a time from the paper.
 
-Every point starts from `experiments/mnist.py:paper` (the paper's model and objective) and
-changes one thing; the style-group HSIC points are the variant this study led to. Run with
+Every point starts from `experiments/mnist.py:paper_groups_of_8` (the paper's model and
+objective in fixed groups of 8, `paper` before issue 26) and changes one thing; the style-group HSIC points are the variant this study led to. Run with
 the sweep tool, at the study's length:
 
-  python launch.py --config=experiments/mnist.py:paper,study --workdir=/tmp/mnist_study \
+  python launch.py --config=experiments/mnist.py:paper_groups_of_8,study --workdir=/tmp/mnist_study \
       --mode=sweep --sweep=experiments/mnist_study.py \
       --config.data.manual_dir=/path/to/mnist
   # then the combinations of the levers that moved the style probes:
@@ -20,8 +20,8 @@ from experiments import mnist
 
 
 def get_config(arg=None):
-  """The study's base point: `experiments/mnist.py:paper,study` (plus any arg, e.g. smoke)."""
-  return mnist.get_config(",".join(filter(None, ("paper,study", arg))))
+  """The study's base point: `experiments/mnist.py:paper_groups_of_8,study` (plus any arg)."""
+  return mnist.get_config(",".join(filter(None, ("paper_groups_of_8,study", arg))))
 
 
 LEVERS = (
@@ -169,19 +169,34 @@ CONTENT_VARIANCE = tuple({**BEST_PAIRS, "model.content_variance": kind, "seed": 
 ISOTROPIC_RATE = tuple({**BEST_PAIRS, "model.content_variance": "isotropic",
                         "objective.single_member_rate": 0.9, "seed": seed} for seed in (1, 2, 3))
 
+# Issue 26, at the study's length on validation (docs/mnist/README.md, 'What was tried'): a
+# larger style code with the HSIC, a stronger HSIC, and the reverse cycle, from `default`.
+RICH_STYLE = (
+    {"model.style_dim": 8},
+    {"model.style_dim": 8, "objective.style_hsic_weight": 1e6},
+    {"model.style_dim": 8, "objective.reverse_cycle_weight": 10.0},
+    {"model.style_dim": 8, "objective.reverse_cycle_weight": 100.0},
+)
+
+# Seeds of one setting (tools/mnist_seeds.py): the sweep tool writes their results table.
+SEEDS = tuple({"seed": seed} for seed in range(5))
+
 SWEEPS = {None: LEVERS, "combinations": COMBINATIONS, "content": CONTENT, "unseen": UNSEEN,
           "unseen_capacity": UNSEEN_CAPACITY, "unseen_groups": UNSEEN_GROUPS,
           "frontier": FRONTIER, "screen": SCREEN,
           "second_screen": SECOND_SCREEN, "lighter_hsic": LIGHTER_HSIC,
           "two_seeds": TWO_SEEDS, "masking": MASKING, "content_variance": CONTENT_VARIANCE,
-          "isotropic_rate": ISOTROPIC_RATE}
+          "isotropic_rate": ISOTROPIC_RATE, "rich_style": RICH_STYLE, "seeds": SEEDS,
+          "seed0": SEEDS[:1]}
 
 
 def get_sweep(arg=None):
   """One lever at a time (no arg), the combinations of the levers that worked
   (`combinations`), content levers (`content`), unseen-digit levers (`unseen`,
   `unseen_capacity`, `unseen_groups`, `screen`, `second_screen`) or seen and unseen together
-  (`frontier`, `lighter_hsic`, `two_seeds`, `masking`, `content_variance`, `isotropic_rate`)."""
+  (`frontier`, `lighter_hsic`, `two_seeds`, `masking`, `content_variance`, `isotropic_rate`),
+  issue 26's style levers (`rich_style`, from mnist.py:default,study) and seeds (`seeds`: five,
+  `seed0`: one, for a smoke test of the seed table)."""
   if arg not in SWEEPS:
     raise ValueError(f"unknown sweep {arg!r}; choose from {sorted(filter(None, SWEEPS))} or none")
   return [dict(point) for point in SWEEPS[arg]]
