@@ -160,6 +160,20 @@ def _on_every_process(ok: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
+class _DropFailedSaveTracebacks(logging.Filter):
+  """Orbax logs the traceback of a failed background write (hundreds of lines); the run
+  reports that failure itself, in one line (SaveError)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _quiet_about_failed_saves() -> None:
+  logger = absl_logging.get_absl_logger()
+  if not any(isinstance(f, _DropFailedSaveTracebacks) for f in logger.filters):
+    logger.addFilter(_DropFailedSaveTracebacks())
+
+
 class _DropStepMetadataComplaints(logging.Filter):
   """Orbax logs a warning or error for each step whose metadata file is missing or bad,
   whenever it opens the directory; those steps are reported here once, in one line."""
@@ -215,6 +229,7 @@ class Checkpoints:
       for step, problem in sorted(self.damaged.items()):
         self._set_aside(step, problem)
       self.damaged = {}
+    _quiet_about_failed_saves()
     with _quiet_about_step_metadata():
       self._manager = ocp.CheckpointManager(
           self.directory, options=_options(self._train_config), item_handlers=_handlers())
@@ -396,6 +411,7 @@ class Checkpoints:
       )
     self.finish_pending()  # the previous save has renamed what it rotated out
     self._remove_leftovers()
+    self._check_writable(step)
     finite = {k: float(v) for k, v in (metrics or {}).items() if math.isfinite(v)}
     items = {
         "data_iter": {"processes": _gather_process_states(data_state)},
@@ -408,6 +424,25 @@ class Checkpoints:
         config=ocp.args.JsonSave(items["config"]),
     ))
     self._pending = (step, integrity.array_record(state), items)
+
+  def _check_writable(self, step: int) -> None:
+    """SaveError unless a file can be created in the directory: orbax, asked to save where it
+    cannot create its temporary directory, waits 5 minutes in a barrier before failing."""
+    probe = os.path.join(self.directory, f".probe-{os.getpid()}")
+    problem = None
+    try:
+      with open(probe, "w"):
+        pass
+      os.remove(probe)
+    except OSError as e:
+      problem = f"{type(e).__name__}: {e}"
+    if not _on_every_process(problem is None):
+      raise SaveError(self._failed(step, problem))
+
+  def _failed(self, step: int, problem: str | None) -> str:
+    return (f"checkpoint {step} could not be written to {self.directory} "
+            f"({problem or _UNREADABLE_ELSEWHERE}); the run stops here, earlier checkpoints are "
+            "intact: free disk space or fix its permissions, then run the same command again")
 
   def poll(self) -> None:
     """Completes the pending save if orbax has finished it (a cheap check; call often)."""
@@ -432,11 +467,7 @@ class Checkpoints:
     except Exception as e:  # noqa: BLE001 - orbax reports a failed write as bare Exception
       problem = _reason(e)
     if not _on_every_process(problem is None):
-      raise SaveError(
-          f"checkpoint {step} could not be written to {self.directory} "
-          f"({problem or _UNREADABLE_ELSEWHERE}); the run stops here, earlier checkpoints are "
-          "intact: free disk space or fix its permissions, then run the same command again"
-      )
+      raise SaveError(self._failed(step, problem))
     self._records = {s: r for s, r in self._records.items() if os.path.isdir(self._step_dir(s))}
     self._records[step] = integrity.read_record(self._step_dir(step))
 
