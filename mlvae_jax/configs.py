@@ -18,8 +18,9 @@ import ml_collections
 from mlvae_jax.config_helpers import flat_items
 
 # The ML-VAE and its baselines on one code path (config.objective.variant): GVAE averages the
-# members' posteriors; 'vae' makes every observation its own group (the iid baseline).
-VARIANTS = ("mlvae", "gvae", "vae")
+# members' posteriors; 'vae' makes every observation its own group (the iid baseline);
+# ada_gvae / ada_mlvae pool only the content dimensions a group shares (objectives/adaptive.py).
+VARIANTS = ("mlvae", "gvae", "vae", "ada_gvae", "ada_mlvae")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -77,7 +78,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.canonical_angle = "argmax"
 
   c.objective = ml_collections.ConfigDict()
-  c.objective.variant = "mlvae"  # mlvae | gvae | vae (iid baseline: every observation its own group)
+  # mlvae | gvae | vae (iid baseline: every observation its own group) | ada_gvae | ada_mlvae
+  c.objective.variant = "mlvae"
   c.objective.beta_content = 1.0
   c.objective.beta_style = 1.0
   c.objective.content_sample = "group"  # group | member: one content draw per group or per member

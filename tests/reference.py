@@ -35,6 +35,26 @@ def kl_to_standard_normal(mu: np.ndarray, logvar: np.ndarray) -> float:
   return float(0.5 * np.sum(np.exp(logvar) + mu**2 - 1.0 - logvar))
 
 
+def kl_per_dim(mu_a, logvar_a, mu_b, logvar_b) -> np.ndarray:
+  """KL(N(mu_a, e^logvar_a) || N(mu_b, e^logvar_b)) per dimension."""
+  return 0.5 * (logvar_b - logvar_a + (np.exp(logvar_a) + (mu_a - mu_b) ** 2) / np.exp(logvar_b) - 1)
+
+
+def adaptive_shared(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:
+  """[D] bool: the dimensions one group's members (rows) share under the adaptive rule
+  (Locatello et al. 2020; objectives/adaptive.py): per dimension the largest symmetrised KL
+  over member pairs, shared below the midpoint of its range (all when the range is empty)."""
+  delta = np.zeros(mu.shape[1])
+  for i in range(len(mu)):
+    for j in range(i + 1, len(mu)):
+      pair = 0.5 * (kl_per_dim(mu[i], logvar[i], mu[j], logvar[j])
+                    + kl_per_dim(mu[j], logvar[j], mu[i], logvar[i]))
+      delta = np.maximum(delta, pair)
+  if delta.max() == delta.min():
+    return np.ones(mu.shape[1], bool)
+  return delta < 0.5 * (delta.max() + delta.min())
+
+
 def bernoulli_log_prob(logits: np.ndarray, x: np.ndarray) -> float:
   return float(np.sum(x * logits - np.logaddexp(0.0, logits)))
 
@@ -53,8 +73,11 @@ def group_elbo(
 
   `decode(c, s, x)` returns log p(x | c, s) for one observation (float64). A group whose coin
   is below `single_member_rate` takes its highest-scoring member's own posterior as q(C_G).
+  The adaptive variants pool only the dimensions `adaptive_shared` finds; the others stay each
+  member's own, with their KL counted per member.
   """
-  combine = average_of_normals if variant == "gvae" else product_of_normals
+  combine = average_of_normals if variant in ("gvae", "ada_gvae") else product_of_normals
+  adaptive = variant in ("ada_gvae", "ada_mlvae")
   recon, kl_s, kl_c, valid, observations = 0.0, 0.0, 0.0, 0, 0
   for g in range(num_groups):
     members = np.nonzero((group_ids == g) & mask)[0]
@@ -66,10 +89,15 @@ def group_elbo(
     if group_coin is not None and group_coin[g] < single_member_rate:
       chosen = members[np.argmax(member_score[members])]
       mu_g, logvar_g = content_mu[chosen], content_logvar[chosen]
-    kl_c += kl_to_standard_normal(mu_g, logvar_g)
+    shared = (adaptive_shared(content_mu[members], content_logvar[members]) if adaptive
+              else np.ones(len(mu_g), bool))
+    kl_c += kl_to_standard_normal(mu_g[shared], logvar_g[shared])
     for i in members:
+      mu_i = np.where(shared, mu_g, content_mu[i])
+      logvar_i = np.where(shared, logvar_g, content_logvar[i])
+      kl_c += kl_to_standard_normal(mu_i[~shared], logvar_i[~shared])
       eps_c = content_noise[g] if content_sample == "group" else content_noise[i]
-      c = mu_g + np.exp(0.5 * logvar_g) * eps_c
+      c = mu_i + np.exp(0.5 * logvar_i) * eps_c
       s = style_mu[i] + np.exp(0.5 * style_logvar[i]) * style_noise[i]
       recon += decode(c, s, x[i])
       kl_s += kl_to_standard_normal(style_mu[i], style_logvar[i])

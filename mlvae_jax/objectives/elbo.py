@@ -1,4 +1,5 @@
-"""The ML-VAE group ELBO over ragged groups, and its variants on the same code path.
+"""The ML-VAE group ELBO over ragged groups, and its variants on the same code path (GVAE,
+the iid VAE, and the adaptive Ada-GVAE / Ada-ML-VAE of adaptive.py).
 
     L(G) = sum_i E[log p(x_i | C_G, S_i)] - sum_i KL(q(S_i|x_i) || p(S)) - KL(q(C_G|X_G) || p(C))
 
@@ -19,6 +20,7 @@ import ml_collections
 
 from mlvae_jax import groups
 from mlvae_jax.models import Likelihood, Posterior, log_likelihood
+from mlvae_jax.objectives.adaptive import ADAPTIVE_VARIANTS, adaptive_content
 
 CONTENT_SAMPLES = ("group", "member")
 
@@ -60,8 +62,10 @@ def variant_groups(group_ids: jax.Array, mask: jax.Array, num_groups: int,
 def content_posterior(
     posterior: Posterior, group_ids: jax.Array, num_groups: int, mask: jax.Array, variant: str
 ) -> tuple[jax.Array, jax.Array]:
-  """q(C_G | X_G) per group slot: the exact product (ML-VAE) or the average (GVAE)."""
-  combine = groups.average_evidence if variant == "gvae" else groups.accumulate_evidence
+  """q(C_G | X_G) per group slot: the exact product (ML-VAE, Ada-ML-VAE) or the average (GVAE,
+  Ada-GVAE)."""
+  combine = (groups.average_evidence if variant in ("gvae", "ada_gvae")
+             else groups.accumulate_evidence)
   return combine(posterior.content_mu, posterior.content_logvar, group_ids, num_groups, mask)
 
 
@@ -135,8 +139,15 @@ def group_elbo(
     use_one = (noise.group_coin < objective_config.single_member_rate)[:, None]
     group_mu = jnp.where(use_one, one_mu, group_mu)
     group_logvar = jnp.where(use_one, one_logvar, group_logvar)
-  member_mu = groups.gather_to_members(group_mu, group_ids)
-  member_std = jnp.exp(0.5 * groups.gather_to_members(group_logvar, group_ids))
+  if objective_config.variant in ADAPTIVE_VARIANTS:  # the group's shared dimensions only
+    pooled = adaptive_content(posterior.content_mu, posterior.content_logvar, group_mu,
+                              group_logvar, group_ids, num_groups, mask)
+    member_mu, member_logvar, kl_content = pooled.mu, pooled.logvar, pooled.kl
+  else:
+    member_mu = groups.gather_to_members(group_mu, group_ids)
+    member_logvar = groups.gather_to_members(group_logvar, group_ids)
+    kl_content = jax.vmap(gaussian_kl)(group_mu, group_logvar)
+  member_std = jnp.exp(0.5 * member_logvar)
   if objective_config.content_sample == "group":
     content = member_mu + member_std * groups.gather_to_members(noise.content, group_ids)
   else:
@@ -145,7 +156,6 @@ def group_elbo(
 
   log_px = jax.vmap(log_likelihood)(decode(content, style), x)
   kl_style = jax.vmap(gaussian_kl)(posterior.style_mu, posterior.style_logvar)
-  kl_content = jax.vmap(gaussian_kl)(group_mu, group_logvar)
 
   valid_group = groups.valid_groups(group_ids, num_groups, mask)
   num_valid = jnp.maximum(jnp.sum(valid_group), 1).astype(log_px.dtype)
