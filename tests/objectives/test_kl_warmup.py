@@ -21,7 +21,7 @@ def test_no_step_or_no_warmup_means_full_betas():
 
 
 def test_loss_at_step_t_weights_the_kls_by_t_over_warmup():
-  config = digits.get_config("smoke")
+  config = digits.get_config("paper,smoke")  # the paper's objective: the ELBO terms alone
   config.objective.kl_warmup_steps = 100
   config.objective.beta_style = 2.0
   model = build_model(config.model, (8, 8, 1))
