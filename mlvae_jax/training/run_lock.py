@@ -88,6 +88,23 @@ class RunLock:
       os.ftruncate(self._fd, 0)
 
 
+def holder(workdir: str) -> str | None:
+  """'host H, pid P, started T' of the run holding the workdir's lock now, or None (no
+  run, or one that died). Only looks: creates and changes nothing."""
+  path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:
+    return None
+  with open(fd, closefd=True) as f:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return _describe(f.read())
+    fcntl.flock(fd, fcntl.LOCK_UN)
+  return None
+
+
 def acquire_for_run(workdir: str) -> RunLock:
   """The workdir's lock, taken by process 0; every process fails alike if it is held or
   the workdir cannot be written (checked first: nothing is created then)."""

@@ -150,7 +150,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """The training fields' values, checked before anything is built or written."""
   t, o = config.train, config.optim
   checks = [
-      (t.num_steps >= 0, "train.num_steps", "a step count >= 0"),
+      (t.num_steps >= 1, "train.num_steps", "a step count >= 1"),
       (t.log_every >= 1, "train.log_every", "a step count >= 1"),
       (t.checkpoint_every >= 1, "train.checkpoint_every", "a step count >= 1"),
       (t.keep_checkpoints >= 1, "train.keep_checkpoints", "a count >= 1"),
@@ -167,6 +167,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       (o.grad_clip_norm >= 0, "optim.grad_clip_norm", "a norm >= 0 (0 disables clipping)"),
       (o.weight_decay >= 0, "optim.weight_decay", "a rate >= 0 (0 is plain Adam)"),
       (config.data.batch_size >= 1, "data.batch_size", "a size >= 1"),
+      *((config.model[key] >= 1, f"model.{key}", "a size >= 1")
+        for key in ("hidden", "content_dim", "style_dim")),
   ]
   for ok, key, expected in checks:
     if not ok:
