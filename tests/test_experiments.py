@@ -1,14 +1,25 @@
 """Experiment files: presets as flat overrides, named in the arg string."""
 
+import pathlib
+
 import pytest
 
 from experiments import common, mnist, shapes
 from mlvae_jax.config_helpers import load_module
 
 
-@pytest.mark.parametrize("name", ["digits", "faces", "mnist", "shapes"])
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(path.stem for path in (ROOT / "experiments").glob("*.py")
+                     if "PRESETS" in path.read_text())
+
+
+def test_the_experiment_files_are_found():
+  assert {"digits", "faces", "mnist", "shapes"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_preset_builds_and_sets_no_key_of_the_base(name):
-  module = load_module(f"experiments/{name}.py")
+  module = load_module(str(ROOT / "experiments" / f"{name}.py"))
   for preset, overrides in module.PRESETS.items():
     assert not set(overrides) & set(module.BASE), preset
     config = module.get_config(preset)
