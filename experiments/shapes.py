@@ -72,6 +72,10 @@ def get_config(arg=None):
   config.evals.accumulation = configs.evaluator("accumulation")
   config.evals.disentanglement = configs.evaluator("disentanglement")
   config.evals.disentanglement_knn = configs.evaluator("disentanglement", probe="knn")
+  # What no learning reads (issue 27): the moment pose and peak as style, a canonical-frame PCA
+  # as content, on the same probes (evaluation/baseline.py).
+  config.evals.baseline = configs.evaluator("baseline", kind="moments")
+  config.evals.baseline_knn = configs.evaluator("baseline", kind="moments", probe="knn")
   # The swap judge's pixel MLP tells the three shapes apart in 0.69 of real 32x32 renders, the
   # conv encoder architecture in 0.90 (0.99 trained 20 epochs, tools/factor_ceiling.py), so
   # swaps are judged by the latter (docs/shapes/README.md).
