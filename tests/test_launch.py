@@ -101,10 +101,28 @@ def _assert_refused(result, pattern, workdir, before):
     ("--config.evals.val.type=elbow", r"config.evals.val.type='elbow' is unknown; use one of \["),
     ("--config.evals.val.max_batch=2", r"unknown config key 'evals.val.max_batch'; did you mean 'evals.val.max_batches'"),
     ("--config.train.keep_best_metric=val/accuracy", r"evaluator 'val' reports no 'accuracy'"),
+    ("--config.model.content_dim=0", r"config.model.content_dim=0 is invalid; use a size >= 1"),
+    ("--config.model.hidden=-3", r"config.model.hidden=-3 is invalid; use a size >= 1"),
+    ("--config.train.num_steps=0", r"config.train.num_steps=0 is invalid; use a step count >= 1"),
+    (f"--config.data.batch_size={8 * 10**8}", r"batch_size=800000000 needs .+ GiB of inputs per "
+     r"device and a device has .+ GiB free; use a smaller batch"),
 ])
 def test_bad_config_is_one_line_and_touches_nothing(tmp_path, override, pattern):
   workdir = tmp_path / "run"
   _assert_refused(run_launch(SMOKE, f"--workdir={workdir}", override), pattern, workdir, None)
+
+
+@pytest.mark.parametrize("workdir, pattern", [
+    ("", r"--workdir is empty; give the directory of the run"),
+    (b"run\xff", r"workdir '\S+' is not UTF-8 text \(checkpoints cannot be written there\)"),
+])
+def test_a_workdir_name_that_cannot_be_used_is_one_line_and_writes_nothing(
+    tmp_path, workdir, pattern):
+  flag = b"--workdir=" + workdir if isinstance(workdir, bytes) else f"--workdir={workdir}"
+  result = subprocess.run([sys.executable, str(ROOT / "launch.py"), SMOKE.replace(
+      "experiments", str(ROOT / "experiments")), flag], cwd=tmp_path, capture_output=True,
+      text=True, timeout=300)
+  _assert_refused(result, pattern, tmp_path, {})
 
 
 @pytest.mark.parametrize("experiment", sorted(p.name for p in (ROOT / "experiments").glob("*.py")

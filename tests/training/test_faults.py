@@ -15,6 +15,7 @@ import os
 import pathlib
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -32,7 +33,7 @@ import tensorflow_datasets as tfds
 from jax.experimental.compilation_cache import compilation_cache
 
 from mlvae_jax.training import checkpoint, loop, metrics_writer, nonfinite, preemption
-from mlvae_jax import data, inference
+from mlvae_jax import data, evaluation, inference
 from mlvae_jax.training import restore, run_lock
 from mlvae_jax import train
 from mlvae_jax.data import idx
@@ -574,3 +575,170 @@ def test_a_launch_on_a_corrupted_gz_fails_in_one_line(tmp_path):
   assert re.search(r"cannot read \S+train-images-idx3-ubyte.gz: Error -3 while decompressing",
                    lines[0])
   assert not (tmp_path / "run").exists()
+
+
+# --- Failed saves ---------------------------------------------------------------------------
+
+def _limit_file_size(limit: int) -> None:
+  """What a full disk does to a write (EFBIG rather than ENOSPC), for any user: files can
+  grow to `limit` bytes (Python ignores SIGXFSZ, so the write fails instead)."""
+  resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+
+def test_a_save_that_cannot_be_written_is_one_error_and_earlier_checkpoints_stay_intact(
+    tmp_path):
+  checkpoints = checkpoint.Checkpoints(str(tmp_path), ml_collections.ConfigDict(
+      {"keep_checkpoints": 3, "keep_best_metric": ""}))
+  config = ml_collections.ConfigDict({"seed": 0})
+  first = {"w": jax.random.normal(jax.random.key(0), (64,))}
+  checkpoints.save(1, first, {}, config)
+  checkpoints.finish_pending()
+  big = {"w": jax.random.normal(jax.random.key(1), (2**16,))}  # 256 KiB that do not compress
+  unlimited = resource.getrlimit(resource.RLIMIT_FSIZE)
+  try:
+    _limit_file_size(64 * 1024)
+    checkpoints.save(2, big, {}, config)
+    with pytest.raises(checkpoint.SaveError, match=r"^checkpoint 2 could not be written to \S+ "
+                       r"\(.+\); the run stops here, earlier checkpoints are intact: free disk "
+                       r"space or fix its permissions, then run the same command again$"):
+      checkpoints.finish_pending()
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, unlimited)
+  checkpoints.close()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]  # the failed save's leftovers go
+  reader = checkpoint.Checkpoints(str(tmp_path), read_only=True)
+  assert reader.steps() == [1] and not reader.damaged
+  restored, _ = reader.restore(1, jax.eval_shape(lambda: first), with_data=False)
+  np.testing.assert_array_equal(restored["w"], first["w"])
+
+
+def test_a_checkpoints_directory_that_cannot_be_written_fails_the_save_at_once(tmp_path):
+  checkpoints = checkpoint.Checkpoints(str(tmp_path), ml_collections.ConfigDict(
+      {"keep_checkpoints": 3, "keep_best_metric": ""}))
+  checkpoints.close()
+  directory = tmp_path / "checkpoints"
+  directory.chmod(0o500)
+  try:
+    if os.access(directory, os.W_OK):
+      pytest.skip("this user writes anywhere (root): a read-only directory cannot be made")
+    writer = checkpoint.Checkpoints(str(tmp_path), ml_collections.ConfigDict(
+        {"keep_checkpoints": 3, "keep_best_metric": ""}))
+    started = time.monotonic()
+    with pytest.raises(checkpoint.SaveError, match=r"^checkpoint 1 could not be written .+"
+                       r"PermissionError"):
+      writer.save(1, {"w": jnp.ones(3)}, {}, ml_collections.ConfigDict({"seed": 0}))
+    assert time.monotonic() - started < 30  # orbax alone waits 5 minutes in a barrier
+  finally:
+    directory.chmod(0o700)
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_the_launch_in_one_line_within_one_interval(four_steps, tmp_path):
+  finished, _ = four_steps
+  workdir = tmp_path / "run"
+  shutil.copytree(finished, workdir)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+             JAX_PLATFORMS="cpu")
+  process = subprocess.run(
+      [sys.executable, str(ROOT / "launch.py"), SMOKE, f"--workdir={workdir}",
+       *flags_of(**{"train.num_steps": 40})],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      preexec_fn=lambda: _limit_file_size(20_000))  # below one array file of the smoke run
+  lines = process.stderr.strip().splitlines()
+  assert process.returncode == 1 and len(lines) == 1, process.stderr
+  assert re.fullmatch(r"launch\.py: error: checkpoint 6 could not be written to \S+ \(.+\); the "
+                      r"run stops here, earlier checkpoints are intact: .+", lines[0]), lines
+  assert train_steps_logged(workdir)[-1] <= 6 + 2  # within one checkpoint interval
+  reader = checkpoint.Checkpoints(str(workdir), read_only=True)
+  assert reader.steps() == [2, 4] and not reader.damaged
+
+
+# --- The final step, SIGHUP, readers beside a running training ------------------------------
+
+class _RecordingSaved:
+  """The run's evaluators, noting which checkpoints are on disk when the last step's run."""
+
+  def __init__(self, evaluators, workdir):
+    self.evaluators, self.workdir, self.saved_at_last = evaluators, workdir, None
+
+  def due(self, step, *, saving, last):
+    return self.evaluators.due(step, saving=saving, last=last)
+
+  def __call__(self, step, params, *, saving, last):
+    if last:
+      self.saved_at_last = checkpoint.Checkpoints(self.workdir, read_only=True).steps()
+    return self.evaluators(step, params, saving=saving, last=last)
+
+
+def test_the_final_step_is_saved_before_the_end_of_run_evaluators(tmp_path):
+  config = config_of(**{"evals.val.every": 2})
+  run = setup(config)
+  evaluate = _RecordingSaved(evaluation.Evaluators(config, run, str(tmp_path)), str(tmp_path))
+  loop.train(run, str(tmp_path), evaluate)
+  assert evaluate.saved_at_last[-1] == config.train.num_steps
+
+
+def test_sighup_stops_a_run_like_sigterm():
+  with preemption.StopSignals() as signals:
+    os.kill(os.getpid(), signal.SIGHUP)  # a closed terminal or ssh session
+    assert signals.reached(1) and signals.signal_name == "SIGHUP"
+
+
+@pytest.mark.slow
+def test_sighup_saves_the_step_it_arrives_at_and_the_relaunch_continues_bit_for_bit(tmp_path):
+  workdir = tmp_path / "run"
+  process = start_launch(workdir, *flags_of(**ENDLESS))
+  wait_for(lambda: train_steps_logged(workdir), "the first logged steps")
+  process.send_signal(signal.SIGHUP)
+  assert_stopped_then_continues(tmp_path, process, "SIGHUP", ENDLESS)
+
+
+def test_a_reader_passes_over_a_checkpoint_rotated_away_while_it_reads(four_steps, tmp_path,
+                                                                       capfd):
+  finished, _ = four_steps
+  workdir = tmp_path / "run"
+  shutil.copytree(finished, workdir)
+  run = setup(config_of())
+  reader = checkpoint.Checkpoints(str(workdir), read_only=True)
+  shutil.rmtree(workdir / "checkpoints" / "4")  # a running training's rotation
+  step, state, _ = reader.restore_readable(run.abstract_state, preferred=[4], with_data=False)
+  assert step == 2 and capfd.readouterr().err == ""  # not damaged: no report, no advice
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(state),
+               params_at(finished, config_of(), 2))
+
+
+def test_eval_of_a_workdir_a_run_holds_reports_aside_and_leaves_its_eval_alone(
+    four_steps, tmp_path, capsys):
+  finished, _ = four_steps
+  workdir = tmp_path / "run"
+  shutil.copytree(finished, workdir)
+  report = (workdir / "eval" / "report.md").read_bytes()
+  lock = run_lock.RunLock(str(workdir))
+  lock.acquire()
+  lock.announce()
+  try:
+    metrics = train.evaluate(config_of(), str(workdir))
+  finally:
+    lock.release()
+  out = capsys.readouterr().out
+  assert re.search(rf"workdir \S+ is being trained \(host \S+, pid {os.getpid()}, started \S+\): "
+                   r"this report is in \S+, its eval/ is the run's", out), out
+  aside = workdir / train.EVAL_WHILE_TRAINING_DIR / str(metrics["step"]) / "eval" / "report.md"
+  assert aside.is_file() and (workdir / "eval" / "report.md").read_bytes() == report
+  assert run_lock.holder(str(workdir)) is None
+
+
+# --- metrics.jsonl ------------------------------------------------------------------------------
+
+def test_a_torn_last_metrics_line_is_dropped_in_one_line(tmp_path, capfd):
+  path = tmp_path / metrics_writer.METRICS_FILE
+  path.write_text('{"step": 2, "train/loss": 1.5}\n{"step": 4, "train/loss": 1.25}\n{"step": 6, "tr')
+  assert [r["step"] for r in metrics_writer.read_metrics(str(tmp_path))] == [2, 4]
+  writer = metrics_writer.MetricsWriter(str(tmp_path), total_steps=8, start_step=4)
+  writer.write(6, {"train/loss": 1.0})
+  writer.close()
+  assert [r["step"] for r in metrics_writer.read_metrics(str(tmp_path))] == [2, 4, 6]
+  lines = capfd.readouterr().err.strip().splitlines()
+  assert [line for line in lines if "torn" in line] == [
+      f"{path}: the torn last line (a write interrupted) is ignored",
+      f"{path}: the torn last line (a write interrupted) is dropped"]
