@@ -3,14 +3,17 @@
 import contextlib
 import csv
 import io
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
 from experiments import digits
 from mlvae_jax import config_helpers, sweep
 from mlvae_jax.training.workdir import SetupError
-from tests.test_launch import SMOKE, run_launch
+from tests.test_launch import ROOT, SMOKE, run_launch
 
 
 def test_product_is_every_combination_first_key_slowest():
@@ -144,3 +147,49 @@ def test_a_sweep_file_takes_its_own_arg_after_a_colon(tmp_path):
     lines[spec] = buffer.getvalue().strip().splitlines()
   assert len(lines[f"{sweep_file}:other"]) == 1 and "seed=1" in lines[f"{sweep_file}:other"][0]
   assert len(lines[str(sweep_file)]) == 2
+
+
+STOPPABLE_LAUNCHER = """
+import signal, sys, time
+def stop(signum, frame):
+  print("fake point stopped by", signal.Signals(signum).name, flush=True)
+  sys.exit(75)
+signal.signal(signal.SIGTERM, stop)
+print("fake point running", flush=True)
+time.sleep(120)
+sys.exit(1)
+"""
+
+SWEEP_PROCESS = """
+import sys
+from experiments import digits
+from mlvae_jax import sweep
+sys.exit(sweep.launch(
+    digits.get_config("smoke"), config_spec="experiments/digits.py:smoke", overrides={},
+    workdir=sys.argv[1], sweep_file=sys.argv[2], parallel=2, print_only=False,
+    launcher=(sys.executable, sys.argv[3])))
+"""
+
+
+def test_a_stop_signal_reaches_the_running_points_and_the_table_is_still_written(tmp_path):
+  launcher = tmp_path / "fake_launch.py"
+  launcher.write_text(STOPPABLE_LAUNCHER)
+  sweep_file = tmp_path / "seeds.py"
+  sweep_file.write_text("def get_sweep(arg=None):\n  return [{'seed': s} for s in range(3)]\n")
+  workdir = tmp_path / "sweep"
+  process = subprocess.Popen(
+      [sys.executable, "-c", SWEEP_PROCESS, str(workdir), str(sweep_file), str(launcher)],
+      cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  logs = [workdir / sweep.LOG_DIR / f"seed={seed}.log" for seed in (0, 1)]
+  deadline = time.monotonic() + 120
+  while not all(log.exists() and "fake point running" in log.read_text() for log in logs):
+    assert time.monotonic() < deadline and process.poll() is None, "the points never started"
+    time.sleep(0.1)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 75, stderr
+  assert "sweep: SIGTERM: stopping 2 running point(s); 1 not started" in stderr
+  assert all("fake point stopped by SIGTERM" in log.read_text() for log in logs)
+  with open(workdir / sweep.CSV_FILE) as f:
+    points = {row["point"]: row["status"] for row in csv.DictReader(f)}
+  assert points == {"seed=0": "stopped", "seed=1": "stopped", "seed=2": "pending"}
