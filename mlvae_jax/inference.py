@@ -89,24 +89,26 @@ def load(workdir: str, step: int | None = None) -> Trained:
 
 
 def _run_config(workdir: str) -> dict[str, Any]:
-  """WORKDIR/config.json; if it is damaged, the config saved with the newest intact
-  checkpoint (said in one line)."""
+  """WORKDIR/config.json; if it is damaged or missing, the config saved with the newest
+  intact checkpoint (said in one line)."""
   path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  problem = "is missing"
   try:
     saved = workdir_lib.read_json(path)
   except (ValueError, OSError) as e:
-    steps = checkpoint_lib.Checkpoints(workdir, read_only=True)
-    if not steps.steps():
-      raise SetupError(f"{path} is damaged ({type(e).__name__}) and no checkpoint of {workdir} "
-                       "is intact to take the config from") from None
-    print(f"{path} is damaged ({type(e).__name__}); using the config saved with checkpoint "
-          f"{steps.steps()[-1]}", file=sys.stderr)
-    return steps.saved_config(steps.steps()[-1])
-  if saved is None:
+    saved, problem = None, f"is damaged ({type(e).__name__})"
+  if saved is not None:
+    return saved
+  checkpoints = checkpoint_lib.Checkpoints(workdir, read_only=True)
+  if not checkpoints.steps() and problem == "is missing":
     raise FileNotFoundError(
-        f"{workdir} has no {workdir_lib.CONFIG_FILE}: it is not the workdir of a training run"
-    )
-  return saved
+        f"{workdir} has no {workdir_lib.CONFIG_FILE}: it is not the workdir of a training run")
+  if not checkpoints.steps():
+    raise SetupError(f"{path} {problem} and no checkpoint of {workdir} is intact to take the "
+                     "config from")
+  step = checkpoints.steps()[-1]
+  print(f"{path} {problem}; using the config saved with checkpoint {step}", file=sys.stderr)
+  return checkpoints.saved_config(step)
 
 
 class ContentCode(NamedTuple):

@@ -21,6 +21,8 @@ import pytest
 from mlvae_jax import inference, train
 from mlvae_jax.training import checkpoint, integrity, loop, restore
 from mlvae_jax.training.setup import setup
+from mlvae_jax.training.workdir import SetupError
+from tests.test_launch import SMOKE, run_launch
 from tests.training.test_train import smoke_config
 
 BASE = {"mesh.data": 1, "evals.val.every": 0}
@@ -131,3 +133,64 @@ def test_every_file_of_a_checkpoint_damaged_is_one_line_and_a_fallback(
       failures[name] = f"{type(e).__name__}: {str(e)[:300]}"
     shutil.rmtree(workdir)
   assert not failures, f"{damage} x {mode}: {len(failures)} of {len(files)} files: {failures}"
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_load_without_a_readable_config_json_takes_the_checkpoints_config_in_one_line(
+    trained, intact_2, tmp_path, capfd, damage):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  DAMAGES[damage](workdir / "config.json")
+  capfd.readouterr()
+  loaded = inference.load(str(workdir))
+  lines = capfd.readouterr().err.strip().splitlines()
+  assert loaded.step == 4
+  assert len(lines) == 1 and re.fullmatch(
+      r"\S+config.json (is damaged \(\w+\)|is missing); using the config saved with "
+      r"checkpoint 4", lines[0]), lines
+
+
+def _damage_every_array_file(workdir: pathlib.Path) -> None:
+  for step in (2, 4):
+    for path in (workdir / "checkpoints" / str(step) / "state").rglob("*"):
+      if path.is_file() and path.parent.name == "d":
+        _flip_middle(path)
+
+
+@pytest.mark.parametrize("mode", ["resume", "eval", "load"])
+def test_when_no_checkpoint_is_intact_each_reader_says_so_in_one_line(
+    trained, run, tmp_path, capfd, mode):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  _damage_every_array_file(workdir)
+  capfd.readouterr()
+  read = {"resume": lambda: loop.plan(run, str(workdir)),
+          "eval": lambda: restore.restore_state(run.config, str(workdir)),
+          "load": lambda: inference.load(str(workdir))}[mode]
+  with pytest.raises(SetupError, match=r"^no checkpoint of \S+ is intact \(2: .+; 4: .+\); move "
+                     r"them out of the directory \(or relaunch with "
+                     r"--config.train.resume=restart\) to start afresh$"):
+    read()
+  assert capfd.readouterr().err.strip() == ""  # the error is the one line
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]  # nothing moved or deleted
+
+
+@pytest.mark.slow
+def test_launched_readers_exit_with_one_line(trained, tmp_path):
+  """The exit path launch.py gives the in-process results above: eval of a damaged newest
+  checkpoint succeeds from the older one after one line; a relaunch with none intact fails
+  in one line."""
+  workdir = tmp_path / "run"
+  shutil.copytree(trained, workdir)
+  _flip_middle(max((workdir / "checkpoints" / "4" / "state").rglob("d/*"),
+                   key=lambda p: p.stat().st_size))
+  flags = [f"--config.{key}={value}" for key, value in BASE.items()]
+  result = run_launch(SMOKE, f"--workdir={workdir}", "--mode=eval", *flags, devices=1)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 0 and len(lines) == 1, result.stderr
+  assert re.fullmatch(r"checkpoint 4 of \S+ is damaged \(.+\); skipped .+", lines[0])
+  _damage_every_array_file(workdir)
+  result = run_launch(SMOKE, f"--workdir={workdir}", *flags, devices=1)
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1, result.stderr
+  assert lines[0].startswith("launch.py: error: no checkpoint of ")
