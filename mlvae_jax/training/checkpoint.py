@@ -428,7 +428,7 @@ class Checkpoints:
   def _check_writable(self, step: int) -> None:
     """SaveError unless a file can be created in the directory: orbax, asked to save where it
     cannot create its temporary directory, waits 5 minutes in a barrier before failing."""
-    probe = os.path.join(self.directory, f".probe-{os.getpid()}")
+    probe = os.path.join(self.directory, f".probe-{jax.process_index()}-{os.getpid()}")
     problem = None
     try:
       with open(probe, "w"):
@@ -445,7 +445,11 @@ class Checkpoints:
             "intact: free disk space or fix its permissions, then run the same command again")
 
   def poll(self) -> None:
-    """Completes the pending save if orbax has finished it (a cheap check; call often)."""
+    """Completes the pending save if orbax has finished it (a cheap check; call often).
+    With several processes it waits for the next save or `close`: processes see a save end
+    at different moments, and completing one is collective."""
+    if jax.process_count() > 1:
+      return
     if self._pending and not self._manager.is_saving_in_progress():
       self.finish_pending()
 
