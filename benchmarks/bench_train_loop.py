@@ -9,8 +9,10 @@ against XLA's FLOP count and a matmul peak measured in the same run.
 The model is experiments/mnist.py:paper (MLP 500 tanh, Bernoulli, fixed groups of 8, G=N/8,
 Adam). "step" times the loop's own compiled call on a batch already on the device; "loop"
 rows run `loop.train` for real (data pipeline, prefetch, logging, no evaluation) and report
-the best logged window after the first; "torch" is benchmarks/torch_mlvae.py when PyTorch is
-importable (the `bench` extra). Every figure is the best of --repeats alternating runs.
+the best logged window after the first, "defaults" with data.device_resident and
+train.steps_per_call left at 'auto'; "torch" is benchmarks/torch_mlvae.py on JAX's device
+(CUDA when JAX runs on a GPU), eager and through torch.compile, when PyTorch is importable
+(the `bench` extra). Every figure is the best of --repeats alternating runs.
 Peak memory is the allocator's high-water mark where the backend keeps one (GPU), else XLA's
 account of the train call (state, inputs, temporaries) plus the resident split. A batch that
 cannot fit stops the benchmark before it trains, with the loop's one-line error.
@@ -41,7 +43,7 @@ from mlvae_jax import config_helpers  # noqa: E402
 from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite
 from mlvae_jax.training import setup as state_lib, step_calls  # noqa: E402
 from mlvae_jax.training import feed as train_feed  # noqa: E402
-from mlvae_jax.training.feed import host as feed_host, stacking  # noqa: E402
+from mlvae_jax.training.feed import host as feed_host  # noqa: E402
 
 MATMUL_SIZES = {"cpu": (1024, 2048), "default": (4096, 8192)}  # square f32 matmuls to time
 
@@ -56,6 +58,8 @@ def _parse() -> argparse.Namespace:
   parser.add_argument("--step_steps", type=int, default=100, help="timed steps per step row")
   parser.add_argument("--loop_steps", type=int, default=320, help="steps per loop run (4 windows)")
   parser.add_argument("--repeats", type=int, default=2, help="alternating runs; the best counts")
+  parser.add_argument("--loops", default="host,resident,defaults",
+                      help="loop rows to run: host and resident (K=1 and K), defaults")
   parser.add_argument("--out", default=str(REPO / "benchmarks/results/bench_train_loop.json"))
   return parser.parse_args()
 
@@ -130,7 +134,7 @@ class StepTimer:
     self.compiled = loop.compile_call(run, feed)
     self.memory = device_memory.call_bytes(self.compiled)
     self.flops_per_step = self.compiled.cost_analysis()["flops"] / self.k
-    self.inputs = stacking.to_devices(feed.take(self.k), feed.input_sharding)
+    self.inputs = feed.take(self.k)
     self.data = feed.data
     self.state = jax.jit(run.init, out_shardings=run.state_shardings)()
     self.health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
@@ -139,7 +143,8 @@ class StepTimer:
   def _calls(self, count: int) -> None:
     previous = None
     for _ in range(count):
-      self.state, self.health, metrics = self.compiled(self.state, self.health, self.inputs, self.data)
+      self.state, self.health, metrics = self.compiled(self.state, self.health, self.inputs,
+                                                       self.data)
       if previous is not None:
         jax.block_until_ready(previous)  # two calls in flight at most, as in the loop
       previous = metrics
@@ -153,39 +158,61 @@ class StepTimer:
 
 
 class TorchTimer:
-  """benchmarks/torch_mlvae.py on the same batch shape; None when PyTorch is missing."""
+  """benchmarks/torch_mlvae.py on the same batch shape and the same device as JAX (CUDA when
+  JAX runs on a GPU), eager or through torch.compile."""
 
   @staticmethod
-  def create(config, batch: dict[str, np.ndarray]) -> "TorchTimer | None":
-    """None unless PyTorch is importable and the model is the twin's (MLP, Bernoulli)."""
+  def create(config, batch: dict[str, np.ndarray], compiled: bool) -> "TorchTimer | None":
+    """None (saying why) unless PyTorch is importable, can use JAX's device, and the model
+    is the twin's (MLP, Bernoulli)."""
     if (config.model.family, config.model.likelihood) != ("mlp", "bernoulli"):
       return None
     try:
-      import torch  # noqa: F401  pylint: disable=import-outside-toplevel
+      import torch  # pylint: disable=import-outside-toplevel
     except ImportError:
+      print("torch rows skipped: PyTorch is not importable (pip install -e .[bench])")
       return None
-    return TorchTimer(config, batch)
+    device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+      print("torch rows skipped: JAX runs on a GPU but this PyTorch has no CUDA")
+      return None
+    try:
+      return TorchTimer(config, batch, device, compiled)
+    except Exception as error:  # noqa: BLE001 - torch.compile needs a working toolchain
+      print(f"torch {'compiled' if compiled else 'eager'} row skipped: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+      return None
 
-  def __init__(self, config, batch: dict[str, np.ndarray]):
+  def __init__(self, config, batch: dict[str, np.ndarray], device: str, compiled: bool):
     import torch  # pylint: disable=import-outside-toplevel
     from torch_mlvae import TorchMLVAE, make_step  # pylint: disable=import-outside-toplevel
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    self.version = torch.__version__
+    self.torch = torch
+    self.device = device
+    self.name = f"torch {torch.__version__} {device}, {'compiled' if compiled else 'eager'}"
     x = batch["x"].reshape(len(batch["x"]), -1)
     model = TorchMLVAE(x.shape[1], config.model.hidden, config.model.content_dim,
-                       config.model.style_dim)
-    self.step = make_step(model, config.optim.learning_rate)
+                       config.model.style_dim).to(device)
+    self.step = make_step(model, config.optim.learning_rate, compiled)
     g = config.data.num_groups
     group_ids = torch.from_numpy(np.minimum(batch["group_ids"], g - 1)).long()
-    self.args = (torch.from_numpy(x), group_ids, torch.from_numpy(batch["mask"]), g)
-    self.step(*self.args)  # warm-up
+    self.args = (torch.from_numpy(x).to(device), group_ids.to(device),
+                 torch.from_numpy(batch["mask"]).to(device), g)
+    for _ in range(3):  # warm-up (torch.compile compiles on the first call)
+      self.step(*self.args)
+    self._sync()
+
+  def _sync(self) -> None:
+    if self.device == "cuda":
+      self.torch.cuda.synchronize()
 
   def seconds_per_step(self, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
       self.step(*self.args)
+    self._sync()
     return (time.perf_counter() - start) / steps
 
 
@@ -208,20 +235,28 @@ def measure(args: argparse.Namespace, batch_size: int, root: str) -> tuple[list[
   k = args.steps_per_call
   ks = (1, k) if k > 1 else (1,)
   steps = {n: StepTimer(make_config(args, batch_size, "off", n)) for n in ks}
-  torch_timer = TorchTimer.create(steps[1].run.config, next(feed_host.make_iterator(
-      steps[1].run.config, "train")))
+  batch = next(feed_host.make_iterator(steps[1].run.config, "train"))
+  torch_timers = [TorchTimer.create(steps[1].run.config, batch, compiled)
+                  for compiled in (False, True)]
   timers: dict[str, tuple[Callable[[], float], int, int | None]] = {
       f"step, K={n}": (lambda t=t: t.seconds_per_step(args.step_steps), n, t.memory)
       for n, t in steps.items()}
-  if torch_timer:
-    timers[f"torch {torch_timer.version}"] = (
-        lambda: torch_timer.seconds_per_step(args.step_steps), 1, None)
-  for resident in ("off", "on"):
+  for torch_timer in filter(None, torch_timers):
+    timers[torch_timer.name] = (
+        lambda t=torch_timer: t.seconds_per_step(args.step_steps), 1, None)
+  loops = args.loops.split(",")
+  for resident in [mode for mode, name in (("off", "host"), ("on", "resident")) if name in loops]:
     for n in ks:
       config = make_config(args, batch_size, resident, n)
       name = f"loop, {'resident' if resident == 'on' else 'host'} data, K={n}"
       timers[name] = (lambda c=config: loop_seconds_per_step(args, c.copy_and_resolve_references(),
                                                               root), n, None)
+  if "defaults" in loops:
+    defaults = step_calls.resolve_steps_per_call(make_config(args, batch_size, "auto", "auto"))
+    k_auto = defaults.train.steps_per_call
+    timers[f"loop, defaults (K=auto={k_auto})"] = (
+        lambda: loop_seconds_per_step(args, defaults.copy_and_resolve_references(), root),
+        k_auto, None)
   seconds: dict[str, float] = {}
   for _ in range(args.repeats):  # alternating, so a busy spell of the machine hits every row
     for name, (timed, _, _) in timers.items():
@@ -229,7 +264,7 @@ def measure(args: argparse.Namespace, batch_size: int, root: str) -> tuple[list[
   rows = [Row(name, batch_size, n, seconds[name], memory) for name, (_, n, memory) in
           timers.items()]
   context = {"flops_per_obs": steps[1].flops_per_step / batch_size,
-             "torch": torch_timer.version if torch_timer else None}
+             "torch": [t.name for t in torch_timers if t]}
   return rows, context
 
 

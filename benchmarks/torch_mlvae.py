@@ -32,8 +32,8 @@ class TorchMLVAE(nn.Module):
     valid = mask[:, None]
     index = group_ids[:, None].expand_as(c_mu)
     neg = torch.where(valid, -c_logvar, torch.full_like(c_logvar, -torch.inf))
-    group_max = torch.full((num_groups, c_mu.shape[1]), -torch.inf).scatter_reduce(
-        0, index, neg, "amax")
+    group_max = torch.full((num_groups, c_mu.shape[1]), -torch.inf,
+                           device=x.device).scatter_reduce(0, index, neg, "amax")
     shift = torch.where(torch.isfinite(group_max), group_max, 0.0).detach()
     total = torch.zeros_like(shift).index_add(
         0, group_ids, torch.where(valid, torch.exp(neg - shift[group_ids]), 0.0))
@@ -49,19 +49,21 @@ class TorchMLVAE(nn.Module):
     log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
     kl_style = 0.5 * (torch.exp(s_logvar) + s_mu**2 - 1 - s_logvar).sum(-1)
     kl_content = 0.5 * (torch.exp(group_logvar) + group_mu**2 - 1 - group_logvar).sum(-1)
-    sizes = torch.zeros(num_groups).index_add(0, group_ids, mask.float())
+    sizes = torch.zeros(num_groups, device=x.device).index_add(0, group_ids, mask.float())
     num_valid = (sizes > 0).sum().clamp(min=1)
     member_terms = torch.where(mask, log_px - kl_style, 0.0).sum()
     return -(member_terms - torch.where(sizes > 0, kl_content, 0.0).sum()) / num_valid
 
 
-def make_step(model: TorchMLVAE, learning_rate: float):
-  """`step(x, group_ids, mask, num_groups) -> loss`: one Adam step."""
+def make_step(model: TorchMLVAE, learning_rate: float, compiled: bool = False):
+  """`step(x, group_ids, mask, num_groups) -> loss`: one Adam step; `compiled`: the loss
+  (forward and backward) through torch.compile, the optimiser's update as PyTorch runs it."""
   optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+  loss_fn = torch.compile(model.loss) if compiled else model.loss
 
   def step(x, group_ids, mask, num_groups):
     optimizer.zero_grad(set_to_none=True)
-    loss = model.loss(x, group_ids, mask, num_groups)
+    loss = loss_fn(x, group_ids, mask, num_groups)
     loss.backward()
     optimizer.step()
     return loss

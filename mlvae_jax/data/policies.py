@@ -136,7 +136,8 @@ def _plan_groups(policy: Policy, codes: np.ndarray, rng: np.random.Generator, ba
     groups, batch = groups[batch < batch[-1]], batch[batch < batch[-1]]
   group_start, sizes = groups[:, 0], groups[:, 1]
   ends = np.cumsum(sizes)
-  rows = order[np.repeat(group_start - (ends - sizes), sizes) + np.arange(ends[-1] if len(ends) else 0)]
+  total = int(ends[-1]) if len(ends) else 0
+  rows = order[np.repeat(group_start - (ends - sizes), sizes) + np.arange(total)]
   first_group = np.searchsorted(batch, np.arange(batch[-1] + 1 if len(batch) else 0))
   slots = np.repeat(np.arange(len(batch)) - first_group[batch], sizes)
   offsets = np.concatenate([[0], np.cumsum(np.bincount(batch, weights=sizes).astype(np.int64))])

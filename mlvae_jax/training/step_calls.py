@@ -1,11 +1,12 @@
-"""Several training steps per jitted call (config.train.steps_per_call = K).
+"""Several training steps per jitted call (config.train.steps_per_call = K or 'auto').
 
 A small model's step is shorter than the host's work to dispatch it, so a call runs a
-`lax.scan` over K steps and sums their metrics on the device. Its inputs are K batches
+`lax.scan` over K steps and sums their metrics on the device. Its inputs are K slots
 stacked along a new leading axis (feed/stacking.py). The loop ends a call early where the
 host must act (log, evaluation, checkpoint, the last step): the call keeps its K slots, so
 it compiles once, and the unused slots hold batches without a valid row, which are no
-steps: state and health pass through them unchanged and their metrics count zero. K = 1 is the plain step, unstacked.
+steps: state and health pass through them unchanged and their metrics count zero. K = 1 is
+the plain step, unstacked.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ AUTO_STEPS_PER_CALL = {"accelerator": 32, "cpu": {"mlp": 16, "conv": 1}}
 Inputs = Mapping[str, jax.Array]
 # step(state, health, batch) -> (state, health, metrics): nonfinite.guard_step's signature
 Step = Callable[[Any, Any, Inputs], tuple[Any, Any, dict]]
-# to_batch(one slot's inputs, data) -> the step's batch (device-resident data gathers x here)
-ToBatch = Callable[[Inputs, Any], Inputs]
+# to_batch(one slot's inputs, data, the state's step) -> the step's batch (a resident split
+# draws its layout of that step and gathers x here)
+ToBatch = Callable[[Inputs, Any, jax.Array], Inputs]
 
 
-def host_batch(inputs: Inputs, data: Any) -> Inputs:
+def host_batch(inputs: Inputs, data: Any, step: jax.Array) -> Inputs:
   """The host path's `to_batch`: the inputs are the batch."""
-  del data
+  del data, step
   return inputs
 
 
@@ -45,11 +47,12 @@ def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch,
   exactly `step`. A slot whose batch has no valid row is not a step. `unroll`: steps per
   iteration of the scan's loop (K: no loop at all)."""
   if steps_per_call == 1:
-    return lambda state, health, inputs, data: step(state, health, to_batch(inputs, data))
+    return lambda state, health, inputs, data: step(state, health,
+                                                    to_batch(inputs, data, state.step))
 
   def call(state: Any, health: Any, inputs: Inputs, data: Any) -> tuple[Any, Any, dict]:
     def one_step(state, health, slot):
-      batch = to_batch(slot, data)
+      batch = to_batch(slot, data, state.step)
       return (*step(state, health, batch), jnp.any(batch["mask"]))
 
     first = jax.tree.map(lambda leaf: leaf[0], inputs)

@@ -66,14 +66,16 @@ def test_drawn_layouts_follow_the_policy_like_the_host_path(data_root, policy):
   host = host_layouts(batcher, epochs=EPOCHS)
   for layout in drawn:
     validate_batch(dict(layout, x=layout["rows"]), config.num_groups)
+  per_epoch = plan.batches_per_epoch
   for epoch in range(EPOCHS):  # without replacement within an epoch
     rows = np.concatenate([l["rows"][l["mask"]]
-                           for l in drawn[epoch * plan.batches_per_epoch:][:plan.batches_per_epoch]])
+                           for l in drawn[epoch * per_epoch:(epoch + 1) * per_epoch]])
     assert len(np.unique(rows)) == len(rows), f"a row drawn twice in epoch {epoch}"
   for layout in drawn:  # a group holds one value (iid: one row)
     ids, labels = layout["group_ids"][layout["mask"]], layout["labels"][layout["mask"]]
     for group in np.unique(ids):
-      assert policy == "iid" and (ids == group).sum() == 1 or len(np.unique(labels[ids == group])) == 1
+      members = labels[ids == group]
+      assert len(members) == 1 if policy == "iid" else len(np.unique(members)) == 1
   sizes = [np.concatenate([group_sizes(l) for l in layouts_]) for layouts_ in (drawn, host)]
   k_min, k_max = {"fixed": (5, 5), "uniform": (2, 9), "natural": (1, 64), "iid": (1, 1)}[policy]
   assert sizes[0].min() >= k_min and sizes[0].max() <= k_max

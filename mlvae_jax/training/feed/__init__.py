@@ -1,13 +1,13 @@
 """Feeding the training calls: everything between the data pipeline and a jitted call.
 
 `make_feed` decides per config.data.device_resident whether the train split stays on the
-devices (resident.py: a call then receives only its step numbers, draws each step's layout
-there (layouts.py) and gathers its images) or batches come from the host pipeline
-(host.py). Either way `calls` yields the inputs of one call of up to K steps at a time
+devices (resident.py: a call then receives only which of its slots are steps, draws each
+step's layout there from the state's step (layouts.py) and gathers its images) or batches
+come from the host pipeline (host.py). Either way `calls` yields the inputs of one call of up to K steps at a time
 (stacking.py), already on the devices: a background thread assembles and copies them while
-the devices run the previous call (prefetch.py). Each comes with the iterator state right after its batches, what a
-checkpoint at the call's end stores. `mlvae_jax.data` knows no devices; this package is
-where its batches meet them.
+the devices run the previous call (prefetch.py). Each comes with the data state right after
+its steps, what a checkpoint at the call's end stores. `mlvae_jax.data` knows no devices;
+this package is where its batches meet them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mlvae_jax import data as data_lib
 from mlvae_jax.data import pipeline
+from mlvae_jax.data.errors import DataError
 from mlvae_jax.groups import validate_batch
 from mlvae_jax.training import device_memory, step_calls
 from mlvae_jax.training.feed import host, layouts, resident, stacking
@@ -46,13 +47,13 @@ class Feed:
   """Where a run's train batches come from.
 
   `iterator`: its data state (get_state/set_state); `take(length)`: the next `length`
-  steps' host inputs of one call (K slots); `to_batch(one slot's inputs, data)`: the step's
-  batch, inside the call; `data`: the resident split (None on the host path);
-  `input_specs`: a call's inputs, for compiling it.
+  steps' inputs of one call (K slots), on the devices; `to_batch(one slot's inputs, data,
+  step)`: the step's batch, inside the call; `data`: the resident split (None on the host
+  path); `input_specs`: a call's inputs, for compiling it.
   """
 
   iterator: Any
-  take: Callable[[int], dict[str, np.ndarray]]
+  take: Callable[[int], dict[str, jax.Array]]
   to_batch: step_calls.ToBatch
   data: dict[str, jax.Array] | None
   input_specs: dict[str, jax.ShapeDtypeStruct]
@@ -95,12 +96,13 @@ def _make_feed(run: Setup) -> Feed:
     return _resident_feed(run, batcher)
   iterator = host.make_iterator(config, "train")
 
-  def take(length: int) -> dict[str, np.ndarray]:
+  def take(length: int) -> dict[str, jax.Array]:
     batches = [next(iterator) for _ in range(length)]
     if config.train.debug_checks:
       for batch in batches:
         validate_batch(batch, config.data.num_groups)
-    return stacking.stack(batches, k, host.STEP_KEYS)
+    return stacking.to_devices(stacking.stack(batches, k, host.STEP_KEYS),
+                               stacking.input_sharding(mesh, k))
 
   sample = batcher(0)
   lead = () if k == 1 else (k,)
@@ -111,23 +113,25 @@ def _make_feed(run: Setup) -> Feed:
 
 
 def _resident_feed(run: Setup, batcher: data_lib.pipeline.Batcher) -> Feed:
-  """The split on the devices; a call's input is its K data steps (-1: an unused slot)."""
+  """The split on the devices; a call's input is which of its K slots are steps."""
   config, mesh, k = run.config, run.mesh, run.config.train.steps_per_call
   plan = layouts.make_plan(batcher)
-  counter = resident.StepCounter(
+  data_step = resident.DataStep(
       resident.fingerprint(pipeline.fingerprint(config.data, "train", config.seed, None)))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  actives = {length: stacking.to_devices(
+      {resident.ACTIVE_KEY: np.arange(k) < length if k > 1 else np.bool_(True)}, replicated)
+      for length in range(1, k + 1)}  # made once: a call copies nothing to the devices
 
-  def take(length: int) -> dict[str, np.ndarray]:
-    steps = np.full(k, -1, np.int32)
-    steps[:length] = [next(counter) for _ in range(length)]
-    return {resident.STEP_KEY: steps if k > 1 else steps[0]}
+  def take(length: int) -> dict[str, jax.Array]:
+    data_step.step += length
+    return actives[length]
 
   to_batch = functools.partial(resident.step_batch, plan=plan,
                                pixel_scale=batcher.pixel_scale, mesh=mesh)
-  spec = jax.ShapeDtypeStruct((k,) if k > 1 else (), np.int32,
-                              sharding=NamedSharding(mesh, PartitionSpec()))
-  return Feed(counter, take, to_batch, resident.put_split(batcher, mesh),
-              {resident.STEP_KEY: spec})
+  spec = jax.ShapeDtypeStruct((k,) if k > 1 else (), np.bool_, sharding=replicated)
+  return Feed(data_step, take, to_batch, resident.put_split(batcher, mesh),
+              {resident.ACTIVE_KEY: spec})
 
 
 def calls(feed: Feed, run: Setup, start: int, stop: int,
@@ -135,11 +139,17 @@ def calls(feed: Feed, run: Setup, start: int, stop: int,
   """The calls from step `start` to `stop`, `call_length(step)` steps each, prefetched one
   call ahead (close the result, or use it as a context manager)."""
 
+  if feed.data is not None and feed.iterator.get_state()["step"] != start:
+    raise DataError(
+        f"the resident split's data step {feed.iterator.get_state()['step']} is not the "
+        f"train state's step {start}: a call draws its layouts from the state's step; "
+        "restore both from one checkpoint")
+
   def produce() -> Iterator[Call]:
     step = start
     while step < stop:
       length = min(call_length(step), stop - step)
-      inputs = stacking.to_devices(feed.take(length), feed.input_sharding)
+      inputs = feed.take(length)
       step += length
       yield Call(inputs, length, feed.iterator.get_state())
 

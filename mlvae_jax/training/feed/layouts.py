@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlvae_jax.data import pipeline
+from mlvae_jax.data import pipeline, policies
 from mlvae_jax.data.errors import DataError
 
 _GOLDEN = 0x9E3779B9
@@ -122,13 +122,13 @@ def make_plan(batcher: pipeline.Batcher) -> Plan:
               min(per_process), seed, salt)
 
 
-def _chunks_per_value(policy, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _chunks_per_value(policy: policies.Policy, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(members, chunks) of each group value present: chunks of k_max, a tail >= k_min too."""
   _, counts = np.unique(codes, return_counts=True)
   return counts, counts // policy.k_max + (counts % policy.k_max >= policy.k_min)
 
 
-def _batches_in_epoch(policy, codes: np.ndarray, batch: int, pieces: int) -> int:
+def _batches_in_epoch(policy: policies.Policy, codes: np.ndarray, batch: int, pieces: int) -> int:
   if policy.kind in ("iid", "natural"):
     return len(codes) // batch
   return int(_chunks_per_value(policy, codes)[1].sum()) // pieces

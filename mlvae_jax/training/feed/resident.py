@@ -14,7 +14,7 @@ image crosses between devices.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,7 @@ from mlvae_jax.training import sharding
 from mlvae_jax.training.feed import layouts
 
 MODES = ("auto", "on", "off")
-STEP_KEY = "data_step"  # a call's input: each slot's data step (-1: no step)
+ACTIVE_KEY = "active"  # a call's input: whether each slot is a step
 # 'auto' keeps a split resident when one copy takes at most this share of a device's free
 # memory: the rest is for the parameters, optimiser state and activations.
 AUTO_SHARE = 0.5
@@ -70,27 +70,27 @@ def put_split(batcher: pipeline.Batcher, mesh: Mesh) -> dict[str, jax.Array]:
   return placed
 
 
-def step_batch(inputs: dict[str, jax.Array], split: dict[str, jax.Array], *,
+def step_batch(inputs: dict[str, jax.Array], split: dict[str, jax.Array], step: jax.Array, *,
                plan: layouts.Plan, pixel_scale: np.float32, mesh: Mesh) -> dict[str, jax.Array]:
-  """The batch (x, group_ids, mask) of data step inputs[STEP_KEY] (-1: a batch without a
-  valid row), drawn and gathered on each device from its own block of `split`; padding
-  rows are zeros, as on the host path. Call it inside jit (partially applied, it is a
-  `step_calls.ToBatch`)."""
-  step = inputs[STEP_KEY]
+  """The batch (x, group_ids, mask) of data step `step` (the train state's: they advance
+  together), drawn and gathered on each device from its own block of `split`; a slot not
+  `inputs[ACTIVE_KEY]` is a batch without a valid row. Padding rows are zeros, as on the
+  host path. Call it inside jit (partially applied, it is a `step_calls.ToBatch`)."""
   rows_per_device = plan.batch * jax.process_count() // mesh.devices.size
 
-  def gather(block: dict[str, jax.Array], step: jax.Array):
-    rows, group_ids, mask = layouts.draw(plan, block, jnp.maximum(step, 0))
+  def gather(block: dict[str, jax.Array], step: jax.Array, active: jax.Array):
+    rows, group_ids, mask = layouts.draw(plan, block, step)
     start = block[_POSITION][0] * rows_per_device
     take = lambda a: jax.lax.dynamic_slice_in_dim(a, start, rows_per_device)  # noqa: E731
-    rows, group_ids, mask = take(rows), take(group_ids), take(mask) & (step >= 0)
+    rows, group_ids, mask = take(rows), take(group_ids), take(mask) & active
     x = jnp.take(block["images"], rows, axis=0, mode="clip").astype(jnp.float32) * pixel_scale
     x = jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, 0.0)
     return x, jnp.where(mask, group_ids, plan.num_groups), mask
 
   spec = PartitionSpec(sharding.DATA_AXIS)
   x, group_ids, mask = jax.shard_map(
-      gather, mesh=mesh, in_specs=(spec, PartitionSpec()), out_specs=spec)(split, step)
+      gather, mesh=mesh, in_specs=(spec, PartitionSpec(), PartitionSpec()), out_specs=spec)(
+          split, step, inputs[ACTIVE_KEY])
   return {"x": x, "group_ids": group_ids, "mask": mask}
 
 
@@ -99,22 +99,16 @@ def fingerprint(host_fingerprint: str) -> str:
   return f"{host_fingerprint}:device"
 
 
-class StepCounter(Iterator[int]):
-  """The data state of a resident split: its next step (JSON, like the host iterator's)."""
+class DataStep:
+  """The data state of a resident split: its next step (JSON, like the host iterator's),
+  which is the train state's step (a call draws its layouts from that)."""
 
   def __init__(self, fingerprint: str):
     self._fingerprint = fingerprint
-    self._step = 0
-
-  def __next__(self) -> int:
-    self._step += 1
-    return self._step - 1
-
-  def __iter__(self) -> StepCounter:
-    return self
+    self.step = 0
 
   def get_state(self) -> dict[str, Any]:
-    return {"step": self._step, "fingerprint": self._fingerprint}
+    return {"step": self.step, "fingerprint": self._fingerprint}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self._step = pipeline.resume_step(state, self._fingerprint)
+    self.step = pipeline.resume_step(state, self._fingerprint)
