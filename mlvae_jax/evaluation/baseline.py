@@ -29,11 +29,9 @@ import ml_collections
 import numpy as np
 from sklearn.decomposition import PCA
 
-from mlvae_jax.data.grouping import parse_group_by
 from mlvae_jax.evaluation.base import register
-from mlvae_jax.evaluation.classify import FittedProbes
 from mlvae_jax.evaluation.context import EvalContext
-from mlvae_jax.evaluation.disentanglement import factor_gains
+from mlvae_jax.evaluation.disentanglement import FactorDisentanglement, factor_gains
 
 KINDS = ("group_pca", "moments")
 _ROWS_PER_CALL = 1024  # images brought to their canonical frame per JAX call
@@ -105,21 +103,15 @@ def moment_codes(fit_x: np.ndarray, test_x: np.ndarray, content_dim: int,
 
 
 @register("baseline")
-class ParameterFreeBaseline(FittedProbes):
+class ParameterFreeBaseline(FactorDisentanglement):
   """`factor_gains` of the baseline's codes (module docstring); the same at every step,
   whatever the parameters, so it is computed once."""
 
   def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
     super().__init__(ctx, settings)
-    if self.fit.factors is None:
-      raise ValueError(
-          f"evaluator type 'baseline' needs ground-truth factors, which dataset "
-          f"'{ctx.config.data.name}' lacks; use a dataset with factors (grouped_shapes, "
-          "grouped_scenes) or remove it from config.evals")
     if settings.kind not in KINDS:
       raise ValueError(f"config.evals.<baseline>.kind={settings.kind!r} is unknown; use one "
                        f"of {KINDS}")
-    self.content_factors = set(parse_group_by(ctx.config.data.group_by))
     self._metrics: dict[str, float] | None = None
 
   def codes(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -74,9 +74,9 @@ class FactorDisentanglement(FittedProbes):
     super().__init__(ctx, settings)
     if self.fit.factors is None:
       raise ValueError(
-          f"evaluator type 'disentanglement' needs ground-truth factors, which dataset "
-          f"'{ctx.config.data.name}' lacks; use data.name='grouped_shapes' or remove it from "
-          "config.evals"
+          f"evaluator type {settings.type!r} needs ground-truth factors, which dataset "
+          f"'{ctx.config.data.name}' lacks; use data.name='grouped_shapes' (or "
+          "'grouped_scenes') or remove it from config.evals"
       )
     self.content_factors = set(parse_group_by(ctx.config.data.group_by))
 
