@@ -14,8 +14,9 @@ Three steps, every run through launch.py (the sweep tool, which writes each swee
    pooled identification of them at k=16: digits no choice was made on (the project tuned
    on 7, 8, 9; see docs/mnist/README.md).
 Writes OUT/summary.json and OUT/summary.md: per step the mean, 95% interval and n of every
-goal metric and whether the goal is met; OUT/<candidate>_<kind>/ holds each sweep (its own
-results.json/.csv/.md). OUT is $OUT, else ./mnist_seeds_out; MNIST files in --mnist_dir.
+goal metric and whether the goal is met; the runs live in --work, and OUT/<candidate>_<kind>/
+gets each sweep's records (results.json/.csv/.md, every run's metrics and reports, logs; no
+checkpoints). OUT is $OUT, else ./mnist_seeds_out; MNIST files in --mnist_dir.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def parse_args() -> argparse.Namespace:
                       help="digits held out for the reported unseen-digit goal (never tuned on)")
   parser.add_argument("--mnist_dir", default=str(ROOT / ".mnist"))
   parser.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "mnist_seeds_out"))
+  parser.add_argument("--work", default="/tmp/mnist_seeds_work",
+                      help="the runs (checkpoints too); only their records are copied to --out")
   parser.add_argument("--sweep_parallel", type=int, default=5, help="runs at once per sweep")
   parser.add_argument("--smoke", action="store_true", help="tiny runs, one seed (a CPU check)")
   return parser.parse_args()
@@ -94,12 +97,12 @@ def config_arg(args: argparse.Namespace, preset: str, kind: str) -> tuple[str, t
 
 def sweep(args: argparse.Namespace, preset: str, kind: str) -> pathlib.Path:
   """The seed sweep of `preset`'s runs of `kind`, in OUT/<preset>_<kind>."""
-  workdir = pathlib.Path(args.out) / f"{preset}_{kind}"
+  workdir = pathlib.Path(args.work) / f"{preset}_{kind}"
   arg, flags = config_arg(args, preset, kind)
   seeds = "seed0" if args.smoke else "seeds"
   run(launch(args, arg, workdir, "--mode=sweep", f"--sweep={SWEEP_FILE}:{seeds}",
              f"--sweep_parallel={args.sweep_parallel}", *flags),
-      pathlib.Path(args.out) / f"{preset}_{kind}.log")
+      pathlib.Path(args.work) / f"{preset}_{kind}.log")
   return workdir
 
 
@@ -145,6 +148,20 @@ def evaluate_on_test(args: argparse.Namespace, preset: str, workdir: pathlib.Pat
     list(pool.map(one, [d for _, d in seed_dirs(workdir)]))
 
 
+RECORDS = ("*.log", "*/results.*", "*/sweep.*", "*/logs/*.log", "*/seed=*/config.json",
+           "*/seed=*/final_metrics.json", "*/seed=*/eval*/metrics.json",
+           "*/seed=*/eval*/report.md", "*/seed=0/eval_validation/*.png")
+
+
+def collect(work: pathlib.Path, out: pathlib.Path) -> None:
+  """Copies the runs' records (no checkpoints: they are large) from `work` into `out`."""
+  for pattern in RECORDS:
+    for path in work.glob(pattern):
+      target = out / path.relative_to(work)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.copy2(path, target)
+
+
 def style_goal_met(preset: str) -> bool:
   """Issue 26's first goal: a style code of at least 8 dimensions."""
   return mnist.get_config(preset).model.style_dim >= 8
@@ -167,8 +184,9 @@ def markdown(summary: dict) -> str:
 
 def main() -> None:
   args = parse_args()
-  out = pathlib.Path(args.out)
+  out, work = pathlib.Path(args.out), pathlib.Path(args.work)
   out.mkdir(parents=True, exist_ok=True)
+  work.mkdir(parents=True, exist_ok=True)
   candidates = args.candidates.split(",")
   unknown = [c for c in candidates if c not in mnist.PRESETS]
   if unknown:
@@ -180,7 +198,7 @@ def main() -> None:
   run([sys.executable, "-c", "from experiments import mnist; from mlvae_jax import data; "
        f"c = mnist.get_config('smoke'); c.data.manual_dir = {args.mnist_dir!r}; "
        "[data.load_split(c.data, s) for s in ('train', 'validation', 'test')]"],
-      out / "prepare.log")  # one process prepares the data before the parallel runs read it
+      work / "prepare.log")  # one process prepares the data before the parallel runs read it
   with concurrent.futures.ThreadPoolExecutor(len(candidates)) as pool:
     seen = dict(zip(candidates, pool.map(lambda c: sweep(args, c, "seen"), candidates)))
   validation = {c: goal_rows(finals(seen[c], "final_metrics.json", "validation"), mnist.GOALS)
@@ -201,6 +219,7 @@ def main() -> None:
              "tables": {"choose (validation)": validation,
                         "report (test, read once)": {chosen: test},
                         "unseen (reported digits)": {chosen: unseen}}}
+  collect(work, out)
   (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
   (out / "summary.md").write_text(markdown(summary) + "\n")
   print(markdown(summary))
