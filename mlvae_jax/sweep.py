@@ -29,6 +29,7 @@ from mlvae_jax.config_helpers import (
 from mlvae_jax import results_table
 from mlvae_jax.evaluation.report import headline_metrics
 from mlvae_jax.training.preemption import RESUMABLE_EXIT_CODE
+from mlvae_jax.training.run_lock import RunLock
 from mlvae_jax.training.workdir import FINAL_METRICS_FILE, check_writable, read_json
 
 CSV_FILE = "sweep.csv"
@@ -234,8 +235,14 @@ def launch(
     print("\n".join(shell_command(job) for job in jobs))
     return 0
   check_writable(workdir)
-  status = run_jobs(jobs, workdir, parallel)
-  print(summarise(jobs, status, workdir))
+  lock = RunLock(workdir)  # two sweeps in one workdir would mark each other's points failed
+  lock.acquire()
+  lock.announce()
+  try:
+    status = run_jobs(jobs, workdir, parallel)
+    print(summarise(jobs, status, workdir))
+  finally:
+    lock.release()
   if "failed" in status.values():
     return 1
   stopped = {"stopped", "pending"} & set(status.values())

@@ -12,6 +12,7 @@ import pytest
 
 from experiments import digits
 from mlvae_jax import config_helpers, sweep
+from mlvae_jax.training import run_lock
 from mlvae_jax.training.workdir import SetupError
 from tests.test_launch import ROOT, SMOKE, run_launch
 
@@ -193,3 +194,17 @@ def test_a_stop_signal_reaches_the_running_points_and_the_table_is_still_written
   with open(workdir / sweep.CSV_FILE) as f:
     points = {row["point"]: row["status"] for row in csv.DictReader(f)}
   assert points == {"seed=0": "stopped", "seed=1": "stopped", "seed=2": "pending"}
+
+
+def test_a_second_sweep_in_the_same_workdir_is_refused_naming_the_first(tmp_path):
+  workdir = tmp_path / "sweep"
+  first = run_lock.RunLock(str(workdir))
+  first.acquire()
+  first.announce()
+  try:
+    with pytest.raises(SetupError, match=rf"workdir {workdir} is in use by another run \(host "
+                       r"\S+, pid \d+, started \S+\)"):
+      _fake_sweep(tmp_path)
+  finally:
+    first.release()
+  assert not (workdir / sweep.CSV_FILE).exists() and not (workdir / sweep.LOG_DIR).exists()
