@@ -520,7 +520,8 @@ class Checkpoints:
     if not metric or not steps:
       return max(steps, default=None)
     name, mode = best_mode(metric)
-    value = lambda s: self._records[s]["items"]["metrics"]["value"].get(name, _worst(mode))  # noqa: E731
+    metrics = {s: self._records[s]["items"]["metrics"]["value"] for s in steps}
+    value = lambda s: metrics[s].get(name, _worst(mode))  # noqa: E731
     ranked = sorted(steps, key=lambda s: (value(s), s))
     best = ranked[0] if mode == "min" else ranked[-1]
     return best if math.isfinite(value(best)) else steps[-1]

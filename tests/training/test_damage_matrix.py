@@ -126,7 +126,8 @@ def test_every_file_of_a_checkpoint_damaged_is_one_line_and_a_fallback(
     shutil.copytree(trained, workdir)
     DAMAGES[damage](workdir / "checkpoints" / "4" / name)
     capfd.readouterr()
-    lines = lambda: [line for line in capfd.readouterr().err.splitlines() if line.strip()]  # noqa: E731
+    lines = lambda: [  # noqa: E731
+        line for line in capfd.readouterr().err.splitlines() if line.strip()]
     try:
       MODES[mode](workdir, run, intact_2, lines)
     except Exception as e:  # noqa: BLE001 - collected: the matrix names every failing cell

@@ -639,6 +639,7 @@ def test_a_full_disk_ends_the_launch_in_one_line_within_one_interval(four_steps,
   shutil.copytree(finished, workdir)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_PLATFORMS="cpu")
+  env.pop("JAX_COMPILATION_CACHE_DIR")  # this module's cache would hit the limit too
   process = subprocess.run(
       [sys.executable, str(ROOT / "launch.py"), SMOKE, f"--workdir={workdir}",
        *flags_of(**{"train.num_steps": 40})],
@@ -732,7 +733,8 @@ def test_eval_of_a_workdir_a_run_holds_reports_aside_and_leaves_its_eval_alone(
 
 def test_a_torn_last_metrics_line_is_dropped_in_one_line(tmp_path, capfd):
   path = tmp_path / metrics_writer.METRICS_FILE
-  path.write_text('{"step": 2, "train/loss": 1.5}\n{"step": 4, "train/loss": 1.25}\n{"step": 6, "tr')
+  path.write_text('{"step": 2, "train/loss": 1.5}\n{"step": 4, "train/loss": 1.25}\n'
+                  '{"step": 6, "tr')
   assert [r["step"] for r in metrics_writer.read_metrics(str(tmp_path))] == [2, 4]
   writer = metrics_writer.MetricsWriter(str(tmp_path), total_steps=8, start_step=4)
   writer.write(6, {"train/loss": 1.0})
