@@ -41,7 +41,7 @@ from absl import logging as absl_logging
 from jax.experimental import multihost_utils
 
 from mlvae_jax import configs
-from mlvae_jax.training import integrity, nonfinite
+from mlvae_jax.training import integrity, nonfinite, run_lock
 from mlvae_jax.training.workdir import SetupError
 
 leaf_name = integrity.leaf_name
@@ -240,6 +240,7 @@ class Checkpoints:
   def _scan(self) -> None:
     """Checks every step directory against its integrity record (intact or damaged)."""
     names = os.listdir(self.directory) if os.path.isdir(self.directory) else []
+    training = self.read_only and _on_every_process(run_lock.holder(self.workdir) is not None)
     for step in sorted(int(name) for name in names if name.isdigit()):
       if step in self._records or step in self.damaged:
         continue
@@ -247,6 +248,10 @@ class Checkpoints:
       try:
         record = integrity.read_record(self._step_dir(step))
         integrity.verify_files(self._step_dir(step), record)
+      except integrity.IncompleteError as e:
+        if training:
+          continue  # the running training is completing it: not damage, not ours yet
+        problem = str(e)
       except integrity.IntegrityError as e:
         problem = str(e)
       if not os.path.isdir(self._step_dir(step)):

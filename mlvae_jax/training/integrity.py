@@ -28,6 +28,10 @@ class IntegrityError(Exception):
   """A checkpoint's files or values differ from its integrity record (or it has none)."""
 
 
+class IncompleteError(IntegrityError):
+  """A step without its record: its save never completed (or is completing now)."""
+
+
 def leaf_name(path: tuple[Any, ...]) -> str:
   """The dotted name orbax gives a leaf, e.g. 'opt_state.1.0.mu.w'."""
   parts = []
@@ -139,7 +143,7 @@ def read_record(step_dir: str) -> dict[str, Any]:
       if json_digest(item["value"]) != item["sha256"]:
         raise ValueError(f"item '{name}' does not match its digest")
   except FileNotFoundError:
-    raise IntegrityError(f"no {RECORD_FILE}: the save never completed") from None
+    raise IncompleteError(f"no {RECORD_FILE}: the save never completed") from None
   except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
     raise IntegrityError(f"{RECORD_FILE} is damaged ({type(e).__name__}: {e})") from None
   return record

@@ -744,3 +744,21 @@ def test_a_torn_last_metrics_line_is_dropped_in_one_line(tmp_path, capfd):
   assert [line for line in lines if "torn" in line] == [
       f"{path}: the torn last line (a write interrupted) is ignored",
       f"{path}: the torn last line (a write interrupted) is dropped"]
+
+
+def test_a_reader_beside_a_running_training_skips_a_step_being_completed_quietly(
+    four_steps, tmp_path, capfd):
+  finished, _ = four_steps
+  workdir = tmp_path / "run"
+  shutil.copytree(finished, workdir)
+  (workdir / "checkpoints" / "4" / "integrity.json").unlink()  # committed, record not yet
+  lock = run_lock.RunLock(str(workdir))
+  lock.acquire()
+  try:
+    reader = checkpoint.Checkpoints(str(workdir), read_only=True)
+    assert reader.steps() == [2] and not reader.damaged
+  finally:
+    lock.release()
+  assert capfd.readouterr().err == ""
+  reader = checkpoint.Checkpoints(str(workdir), read_only=True)  # no run: an interrupted save
+  assert reader.steps() == [2] and "no integrity.json" in reader.damaged[4]
