@@ -65,7 +65,7 @@ def test_flag_errors_name_the_bad_override():
 
 
 def test_a_saved_config_from_before_a_key_existed_gets_that_keys_default():
-  saved = digits.get_config("smoke").to_dict()
+  saved = digits.get_config("paper,smoke").to_dict()  # paper: single_member_rate at its default
   del saved["optim"]["weight_decay"], saved["objective"]["single_member_rate"]
   saved["model"]["hidden"] = 7  # the run's own values stay
   del saved["evals"]["val"]  # and so do its evaluators: no default one is added back
@@ -76,5 +76,5 @@ def test_a_saved_config_from_before_a_key_existed_gets_that_keys_default():
   assert filled["model"]["hidden"] == 7 and "val" not in filled["evals"]
   assert filled["evals"]["swap"] == configs.evaluator("swap", num_pairs=10).to_dict()
   assert "weight_decay" not in saved["optim"] and "judge" not in saved["evals"]["swap"]  # input kept
-  assert workdir.config_differences(digits.get_config("smoke").to_dict(), filled) == [
+  assert workdir.config_differences(digits.get_config("paper,smoke").to_dict(), filled) == [
       "model.hidden: 7 -> 32"]
