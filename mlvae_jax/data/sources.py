@@ -151,6 +151,11 @@ def _cache_dir(spec: _Spec, root: pathlib.Path) -> pathlib.Path:
   return root / "mlvae_numpy" / relative / spec.image_key.replace("/", "_")
 
 
+def cache_dir(data_config: Any) -> pathlib.Path:
+  """Where `prepare` keeps this dataset's numpy cache; its meta.json marks it complete."""
+  return _cache_dir(_spec(data_config), data_dir(data_config))
+
+
 def _data_sources(spec: _Spec) -> Mapping[str, Any]:
   try:
     return spec.builder.as_data_source()
