@@ -61,7 +61,7 @@ part() {
   echo "   $name: rc=$rc, $((ms / 1000)).$((ms % 1000 / 100)) s"
 }
 
-nvidia-smi -L > "$RESULTS/machine.txt" 2>&1
+{ command -v nvidia-smi > /dev/null && nvidia-smi -L; } > "$RESULTS/machine.txt" 2>&1
 "$PY" -c "import jax; print(jax.__version__, jax.devices())" >> "$RESULTS/machine.txt" 2>&1
 cat "$RESULTS/machine.txt"
 

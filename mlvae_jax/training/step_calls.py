@@ -51,22 +51,21 @@ def scan_steps(step: Step, steps_per_call: int, to_batch: ToBatch = host_batch,
                                                     to_batch(inputs, data, state.step))
 
   def call(state: Any, health: Any, inputs: Inputs, data: Any) -> tuple[Any, Any, dict]:
-    def one_step(state, health, slot):
-      batch = to_batch(slot, data, state.step)
-      return (*step(state, health, batch), jnp.any(batch["mask"]))
-
     first = jax.tree.map(lambda leaf: leaf[0], inputs)
-    shapes = jax.eval_shape(one_step, state, health, first)[2]
+    batch_shapes = jax.eval_shape(to_batch, first, data, state.step)
+    shapes = jax.eval_shape(step, state, health, batch_shapes)[2]
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def body(carry, slot):
       state, health, sums = carry
-      new_state, new_health, metrics, active = one_step(state, health, slot)
-      keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
-      sums = jax.tree.map(lambda total, m: total + jnp.where(active, m, 0).astype(total.dtype),
-                          sums, metrics)
-      return (jax.tree.map(keep, new_state, state), jax.tree.map(keep, new_health, health),
-              sums), None
+      batch = to_batch(slot, data, state.step)
+      # An unused slot runs no step at all (a cond, not a masked step): short calls cost
+      # only their steps.
+      state, health, metrics = jax.lax.cond(
+          jnp.any(batch["mask"]), step, lambda state, health, batch: (state, health, zeros),
+          state, health, batch)
+      sums = jax.tree.map(lambda total, m: total + m.astype(total.dtype), sums, metrics)
+      return (state, health, sums), None
 
     (state, health, sums), _ = jax.lax.scan(body, (state, health, zeros), inputs, unroll=unroll)
     return state, health, sums
