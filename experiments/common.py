@@ -95,5 +95,5 @@ def apply_common(config: ml_collections.ConfigDict, args: ml_collections.ConfigD
   config.train.checkpoint_every = 2
   config.evals = ml_collections.ConfigDict({
       "val": evaluator("elbo", split="validation", every=4, max_batches=1),
-      "test": evaluator("elbo", split="test", max_batches=1),
+      "test": evaluator("elbo", max_batches=1),  # on evals_split, like the base config's
   })
