@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from mlvae_jax import inference
-from mlvae_jax.evaluation import swap_consistency
+from mlvae_jax.evaluation.swap import different_label_pairs
 from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 
@@ -177,7 +177,7 @@ class StyleTransfer(Evaluator):
     s = self.settings
     model = self.ctx.model
     codes = self.ctx.codes(params, s.split, s.max_examples)
-    a, b = swap_consistency.different_label_pairs(self.data.labels, s.num_pairs,
+    a, b = different_label_pairs(self.data.labels, s.num_pairs,
                                                   np.random.default_rng(self.ctx.config.seed))
     return transfer_scores(
         self.data.x, self.data.labels, np.asarray(codes.content_mu), np.asarray(codes.style_mu),

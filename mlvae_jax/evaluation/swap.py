@@ -1,4 +1,4 @@
-"""`swap`: swap consistency, judged by a classifier of real pixels (see swap_consistency.py).
+"""`swap`: swap consistency, judged by a classifier of real pixels (the measure and its judge, one module).
 
 The judge is fitted once per run on `fit_split` images (the group label; for factor datasets
 also each ground-truth factor, quantised into at most `bins` classes) and reports its own
@@ -11,20 +11,55 @@ content, style factors style (`factor_consistency` averages the right one over f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import numpy as np
 
 from mlvae_jax import inference
 from mlvae_jax.configs import check_choice
-from mlvae_jax.evaluation import swap_consistency
 from mlvae_jax.evaluation.base import Evaluator, register
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.pixel_classifier import (
     PixelClassifier, encoder_classifier, fit_pixel_classifier)
 
 JUDGES = ("mlp", "encoder")
+EncodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # x -> (content_mu, style_mu)
+DecodeFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (content, style) -> images
+PredictFn = Callable[[np.ndarray], np.ndarray]  # images -> labels
+
+
+def different_label_pairs(labels: np.ndarray, num_pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """Indices (a, b) of `num_pairs` random pairs whose labels differ."""
+  labels = np.asarray(labels)
+  if len(np.unique(labels)) < 2:
+    raise ValueError("swap consistency needs observations of at least two different labels")
+  a = rng.integers(0, len(labels), num_pairs)
+  b = rng.integers(0, len(labels), num_pairs)
+  same = labels[a] == labels[b]
+  while np.any(same):  # redraw b where it shares a's label
+    b[same] = rng.integers(0, len(labels), int(same.sum()))
+    same = labels[a] == labels[b]
+  return a, b
+
+
+def swap_fractions(predicted: np.ndarray, content_labels: np.ndarray, style_labels: np.ndarray) -> dict[str, float]:
+  """Fractions of swaps read as the content source's label, the style source's, or neither."""
+  content = predicted == content_labels
+  style = predicted == style_labels
+  return {"content": float(np.mean(content)), "style": float(np.mean(style)),
+          "neither": float(np.mean(~content & ~style))}
+
+
+def swap_consistency(
+    encode: EncodeFn, decode: DecodeFn, predict: PredictFn, x: np.ndarray, labels: np.ndarray,
+    num_pairs: int, seed: int,
+) -> dict[str, float]:
+  """Decodes content of a with style of b over random pairs with labels[a] != labels[b]."""
+  a, b = different_label_pairs(labels, num_pairs, np.random.default_rng(seed))
+  content, _ = encode(x[a])
+  _, style = encode(x[b])
+  return swap_fractions(predict(decode(content, style)), labels[a], labels[b])
 
 
 def quantise(values: np.ndarray, levels: int, bins: int) -> np.ndarray:
@@ -74,9 +109,9 @@ class SwapConsistency(Evaluator):
     for name, (_, labels) in self.targets.items():
       if len(np.unique(labels)) < 2:
         continue  # a factor constant on this split cannot be swapped
-      a, b = swap_consistency.different_label_pairs(labels, s.num_pairs, rng)
+      a, b = different_label_pairs(labels, s.num_pairs, rng)
       swapped = inference.decode(self.ctx.model, params, codes.content_mu[a], codes.style_mu[b])
-      fractions = swap_consistency.swap_fractions(self.judges[name].predict(swapped), labels[a], labels[b])
+      fractions = swap_fractions(self.judges[name].predict(swapped), labels[a], labels[b])
       accuracy = self.judge_accuracy[name]
       if name == "group":
         metrics.update(fractions)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from mlvae_jax import configs
-from mlvae_jax.evaluation import pixel_classifier, probes, swap_consistency
+from mlvae_jax.evaluation import pixel_classifier, probes, swap
 
 
 def _split(features, labels, n_train):
@@ -76,9 +76,9 @@ def test_decoder_that_ignores_content_fails_and_one_that_uses_it_passes(judge, d
   test_x, test_labels = images[1400:], labels[1400:]
   encode = _encode(test_x, test_labels)
   prototypes = np.stack([images[:1400][labels[:1400] == k].mean(0) for k in range(10)])
-  ignores_content = swap_consistency.swap_consistency(
+  ignores_content = swap.swap_consistency(
       encode, lambda c, s: test_x[s], judge.predict, test_x, test_labels, 500, seed=0)
-  uses_content = swap_consistency.swap_consistency(
+  uses_content = swap.swap_consistency(
       encode, lambda c, s: prototypes[np.argmax(c, -1)], judge.predict, test_x, test_labels, 500, seed=0)
   assert ignores_content["content"] < 0.05 and ignores_content["style"] > 0.85
   assert uses_content["content"] > 0.95 and uses_content["style"] < 0.05
@@ -88,10 +88,10 @@ def test_decoder_that_ignores_content_fails_and_one_that_uses_it_passes(judge, d
 
 def test_pairs_always_differ_in_label():
   labels = np.array([0, 0, 0, 0, 1])
-  a, b = swap_consistency.different_label_pairs(labels, 200, np.random.default_rng(0))
+  a, b = swap.different_label_pairs(labels, 200, np.random.default_rng(0))
   assert np.all(labels[a] != labels[b])
   with pytest.raises(ValueError, match="at least two different labels"):
-    swap_consistency.different_label_pairs(np.zeros(5, int), 3, np.random.default_rng(0))
+    swap.different_label_pairs(np.zeros(5, int), 3, np.random.default_rng(0))
 
 
 def test_factor_levels_are_quantised_into_equal_runs_of_consecutive_levels():
