@@ -99,7 +99,7 @@ def _find(cells: np.ndarray, split: data.Split) -> np.ndarray:
   """Index in `split` of each cell's image (exactly, as 8-bit levels); fails if absent."""
   index = {np.round(x[..., 0] * 255).astype(np.int64).tobytes(): i for i, x in enumerate(split.x)}
   found = [index.get(cell.tobytes()) for cell in cells]
-  assert None not in found, "a source cell is not an image of the test split"
+  assert None not in found, "a source cell is not an image of the held-out split"
   return np.array(found)
 
 
@@ -110,13 +110,13 @@ def _assert_levels(cells: np.ndarray, images: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def grids_run(tmp_path_factory):
-  """A one-step digits smoke run that writes the grids, restored on one device."""
+  """A one-step digits smoke run that writes the grids (of the held-out split, evals_split), restored on one device."""
   workdir = tmp_path_factory.mktemp("grids")
   config = smoke_config(**{"train.num_steps": 1})
   config.evals.images = configs.evaluator("images", grid=GRID, min_pixels=CELL)
   final = train.train_and_evaluate(config, str(workdir))
   trained = inference.load(str(workdir))
-  return workdir / "eval", final, trained, data.load_split(trained.config.data, "test")
+  return workdir / "eval", final, trained, data.load_split(trained.config.data, trained.config.evals_split)
 
 
 def test_swap_grid_rows_keep_content_columns_keep_style(grids_run):
