@@ -9,7 +9,7 @@ device path (on: the split resident, layouts drawn in the call), with the defaul
 `feed.take(K)` (assembling its inputs and copying them to the devices), over several epochs
 so the host path's epoch plans are counted; "dispatch" is the host's time to launch the
 compiled call with the devices idle (what the loop's thread spends per call). Both are divided by K: the
-host's work per training step. The model is experiments/mnist.py:paper (fixed groups of 8).
+host's work per training step. The model is experiments/mnist.py:paper_groups_of_8 (fixed groups of 8).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ DISPATCHES = 30
 
 def _parse() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", default="experiments/mnist.py:paper", help="experiment[:arg]")
+  parser.add_argument("--config", default="experiments/mnist.py:paper_groups_of_8", help="experiment[:arg]")
   parser.add_argument("--manual_dir", default=str(REPO.parent / "shared/data/mnist"))
   parser.add_argument("--data_dir", default="", help="prepared data ('' = the default cache)")
   parser.add_argument("--batch_sizes", default="256,4096")

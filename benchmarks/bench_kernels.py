@@ -105,7 +105,7 @@ def replaced(candidate) -> Iterator[None]:
 
 def timed_step(batch_size: int, candidate) -> Callable[[int], float]:
   """A function timing `steps` steps (seconds per step) of the step built with `candidate`."""
-  config = mnist.get_config("paper")
+  config = mnist.get_config("paper_groups_of_8")
   config.data.update(batch_size=batch_size, num_groups=batch_size // config.data.group_size)
   config.mesh.data = 1
   setup = state_lib.setup(config)

@@ -6,7 +6,7 @@ against XLA's FLOP count and a matmul peak measured in the same run.
       [--batch_sizes=256,1024] [--steps_per_call=16] \
       [--out=benchmarks/results/bench_train_loop.json]
 
-The model is experiments/mnist.py:paper (MLP 500 tanh, Bernoulli, fixed groups of 8, G=N/8,
+The model is experiments/mnist.py:paper_groups_of_8 (MLP 500 tanh, Bernoulli, fixed groups of 8, G=N/8,
 Adam). "step" times the loop's own compiled call on a batch already on the device; "loop"
 rows run `loop.train` for real (data pipeline, prefetch, logging, no evaluation) and report
 the best logged window after the first, "defaults" with data.device_resident and
@@ -50,7 +50,7 @@ MATMUL_SIZES = {"cpu": (1024, 2048), "default": (4096, 8192)}  # square f32 matm
 
 def _parse() -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", default="experiments/mnist.py:paper", help="experiment[:arg]")
+  parser.add_argument("--config", default="experiments/mnist.py:paper_groups_of_8", help="experiment[:arg]")
   parser.add_argument("--manual_dir", default=str(REPO.parent / "shared/data/mnist"))
   parser.add_argument("--data_dir", default="", help="prepared data ('' = the default cache)")
   parser.add_argument("--batch_sizes", default="256,1024")

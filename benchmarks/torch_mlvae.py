@@ -1,4 +1,4 @@
-"""The MLP ML-VAE of experiments/mnist.py:paper in PyTorch, for speed comparisons only.
+"""The MLP ML-VAE of experiments/mnist.py:paper_groups_of_8 in PyTorch, for speed comparisons only.
 
 Same layers (pixels -> hidden tanh -> content and style heads; content + style -> hidden
 tanh -> pixel logits), the same objective (exact product of the members' content posteriors

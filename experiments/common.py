@@ -23,6 +23,21 @@ from mlvae_jax.configs import VARIANTS, base_config, evaluator
 Overrides = Mapping[str, Any]
 
 
+# What the factor-dataset experiments share (shapes, scenes): groups of 2-16 drawn uniformly,
+# 16 group slots in a batch of 128, and disentanglement_lib's conv encoder/decoder.
+FACTOR_CONV: Overrides = {
+    "data.batch_size": 128,
+    "data.num_groups": 16,
+    "data.group_policy": "uniform",
+    "data.group_size_min": 2,
+    "data.group_size_max": 16,
+    "model.family": "conv",
+    "model.hidden": 256,  # disentanglement_lib's conv encoder/decoder
+    "model.activation": "relu",
+    "model.content_dim": 6,
+}
+
+
 def parse_arg(arg: str | None, presets: Mapping[str, Overrides] | None = None,
               **defaults: Any) -> ml_collections.ConfigDict:
   """The experiment's arg string as a ConfigDict with the keys (and types) of `defaults`,
@@ -74,6 +89,25 @@ def set_schedule(config: ml_collections.ConfigDict, num_steps: int, log_every: i
   config.evals.val.every = eval_every
   config.train.checkpoint_every = eval_every
   config.train.keep_best_metric = "val/elbo"
+
+
+def factor_config(arg: str | None, base: Overrides, presets: Mapping[str, Overrides],
+                  baseline_kind: str) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+  """The start every factor-dataset experiment shares: its preset at `resolution=`, an optional
+  `likelihood=`, the schedule, and the factor evaluators with the parameter-free baseline of
+  `baseline_kind` beside them (issue 27: what no learning reads, on the same probes)."""
+  args = parse_arg(arg, presets, smoke=False, variant="mlvae", likelihood="", resolution=32)
+  config = build_config(base, presets[args.preset])
+  config.data.resolution = args.resolution
+  if args.likelihood:
+    config.model.likelihood = args.likelihood
+  set_schedule(config, config.train.num_steps, log_every=100, eval_every=2000)
+  config.evals.accumulation = evaluator("accumulation")
+  config.evals.disentanglement = evaluator("disentanglement")
+  config.evals.disentanglement_knn = evaluator("disentanglement", probe="knn")
+  config.evals.baseline = evaluator("baseline", kind=baseline_kind)
+  config.evals.baseline_knn = evaluator("baseline", kind=baseline_kind, probe="knn")
+  return config, args
 
 
 def apply_common(config: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> None:

@@ -20,18 +20,10 @@ from experiments import common
 from mlvae_jax import config_helpers, configs
 
 BASE = {
+    **common.FACTOR_CONV,
     "data.name": "grouped_scenes",
     "data.num_examples": 50000,
     "data.group_by": "shape,object_hue,scale",
-    "data.batch_size": 128,
-    "data.num_groups": 16,
-    "data.group_policy": "uniform",
-    "data.group_size_min": 2,
-    "data.group_size_max": 16,
-    "model.family": "conv",
-    "model.hidden": 256,  # disentanglement_lib's conv encoder/decoder
-    "model.activation": "relu",
-    "model.content_dim": 6,
     "model.style_dim": 6,
     "optim.learning_rate": 5e-4,
 }
@@ -49,18 +41,7 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, PRESETS, smoke=False, variant="mlvae", likelihood="",
-                          resolution=32)
-  config = common.build_config(BASE, PRESETS[args.preset])
-  config.data.resolution = args.resolution
-  if args.likelihood:
-    config.model.likelihood = args.likelihood
-  common.set_schedule(config, config.train.num_steps, log_every=100, eval_every=2000)
-  config.evals.accumulation = configs.evaluator("accumulation")
-  config.evals.disentanglement = configs.evaluator("disentanglement")
-  config.evals.disentanglement_knn = configs.evaluator("disentanglement", probe="knn")
-  config.evals.baseline = configs.evaluator("baseline")
-  config.evals.baseline_knn = configs.evaluator("baseline", probe="knn")
+  config, args = common.factor_config(arg, BASE, PRESETS, baseline_kind="group_pca")
   config.evals.images = configs.evaluator("images")
   config.evals.suite = configs.evaluator("disentanglement_suite")
   common.apply_common(config, args)

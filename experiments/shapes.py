@@ -18,18 +18,10 @@ from experiments import common
 from mlvae_jax import config_helpers, configs
 
 BASE = {
+    **common.FACTOR_CONV,
     "data.name": "grouped_shapes",
     "data.num_examples": 20000,
     "data.group_by": "shape,scale",
-    "data.batch_size": 128,
-    "data.num_groups": 16,
-    "data.group_policy": "uniform",
-    "data.group_size_min": 2,
-    "data.group_size_max": 16,
-    "model.family": "conv",
-    "model.hidden": 256,  # disentanglement_lib's conv encoder/decoder
-    "model.activation": "relu",
-    "model.content_dim": 6,
     "optim.learning_rate": 5e-4,
 }
 
@@ -62,20 +54,8 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, PRESETS, smoke=False, variant="mlvae", likelihood="",
-                          resolution=32)
-  config = common.build_config(BASE, PRESETS[args.preset])
-  config.data.resolution = args.resolution
-  if args.likelihood:
-    config.model.likelihood = args.likelihood
-  common.set_schedule(config, config.train.num_steps, log_every=100, eval_every=2000)
-  config.evals.accumulation = configs.evaluator("accumulation")
-  config.evals.disentanglement = configs.evaluator("disentanglement")
-  config.evals.disentanglement_knn = configs.evaluator("disentanglement", probe="knn")
-  # What no learning reads (issue 27): the moment pose and peak as style, a canonical-frame PCA
-  # as content, on the same probes (evaluation/baseline.py).
-  config.evals.baseline = configs.evaluator("baseline", kind="moments")
-  config.evals.baseline_knn = configs.evaluator("baseline", kind="moments", probe="knn")
+  # The baseline: the moment pose and peak as style, a canonical-frame PCA as content.
+  config, args = common.factor_config(arg, BASE, PRESETS, baseline_kind="moments")
   # The swap judge's pixel MLP tells the three shapes apart in 0.69 of real 32x32 renders, the
   # conv encoder architecture in 0.90 (0.99 trained 20 epochs, tools/factor_ceiling.py), so
   # swaps are judged by the latter (docs/shapes/README.md).

@@ -14,25 +14,12 @@ from mlvae_jax.data import pipeline
 from mlvae_jax.groups import validate_batch
 from mlvae_jax.training import sharding
 from mlvae_jax.training.feed import layouts, resident
-
-POLICIES = {
-    "fixed": dict(group_policy="fixed", group_size=5),  # padding rows in every batch
-    "uniform": dict(group_policy="uniform", group_size_min=2, group_size_max=9),
-    "natural": dict(group_policy="natural"),
-    "iid": dict(group_policy="iid", num_groups=64),
-}
+from tests.training.policy_cases import POLICIES, make_config
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
   return tmp_path_factory.getbasetemp() / "mlvae_tfds"
-
-
-def make_config(root, **overrides):
-  config = configs.base_config().data
-  config.update(dict(data_dir=str(root), batch_size=64, num_groups=16))
-  config.update(overrides)
-  return config
 
 
 def mesh_of(devices):

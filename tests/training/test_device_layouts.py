@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from mlvae_jax import configs, data
+from mlvae_jax import data
 from mlvae_jax.groups import validate_batch
 from mlvae_jax.training.feed import layouts
+from tests.training.policy_cases import POLICIES, make_config
 
-POLICIES = {
-    "fixed": dict(group_policy="fixed", group_size=5),  # padding rows in every batch
-    "uniform": dict(group_policy="uniform", group_size_min=2, group_size_max=9),
-    "natural": dict(group_policy="natural"),
-    "iid": dict(group_policy="iid", num_groups=64),
-}
 EPOCHS = 30  # enough for every row of the digits split to be drawn under every policy
 MEAN_RTOL = 0.1  # device and host means of group sizes / counts / rows agree this closely
 
@@ -28,13 +23,6 @@ MEAN_RTOL = 0.1  # device and host means of group sizes / counts / rows agree th
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
   return tmp_path_factory.getbasetemp() / "mlvae_tfds"
-
-
-def make_config(root, **overrides):
-  config = configs.base_config().data
-  config.update(dict(data_dir=str(root), batch_size=64, num_groups=16))
-  config.update(overrides)
-  return config
 
 
 def device_layouts(batcher, steps):

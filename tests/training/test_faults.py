@@ -161,12 +161,14 @@ def assert_stopped_then_continues(tmp_path, process, signal_name: str, overrides
 
 
 @pytest.mark.slow
-def test_sigterm_saves_the_step_it_arrives_at_and_the_relaunch_continues_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])  # a scheduler's stop; a closed terminal
+def test_a_stop_signal_saves_the_step_it_arrives_at_and_the_relaunch_continues_bit_for_bit(
+    tmp_path, name):
   workdir = tmp_path / "run"
   process = start_launch(workdir, *flags_of(**ENDLESS))
   wait_for(lambda: train_steps_logged(workdir), "the first logged steps")
-  process.send_signal(signal.SIGTERM)
-  stopped_at = assert_stopped_then_continues(tmp_path, process, "SIGTERM", ENDLESS)
+  process.send_signal(getattr(signal, name))
+  stopped_at = assert_stopped_then_continues(tmp_path, process, name, ENDLESS)
   assert steps_saved(workdir) == [stopped_at, stopped_at + 2]  # the stop's, the relaunch's last
 
 
@@ -683,15 +685,6 @@ def test_sighup_stops_a_run_like_sigterm():
   with preemption.StopSignals() as signals:
     os.kill(os.getpid(), signal.SIGHUP)  # a closed terminal or ssh session
     assert signals.reached(1) and signals.signal_name == "SIGHUP"
-
-
-@pytest.mark.slow
-def test_sighup_saves_the_step_it_arrives_at_and_the_relaunch_continues_bit_for_bit(tmp_path):
-  workdir = tmp_path / "run"
-  process = start_launch(workdir, *flags_of(**ENDLESS))
-  wait_for(lambda: train_steps_logged(workdir), "the first logged steps")
-  process.send_signal(signal.SIGHUP)
-  assert_stopped_then_continues(tmp_path, process, "SIGHUP", ENDLESS)
 
 
 def test_a_reader_passes_over_a_checkpoint_rotated_away_while_it_reads(four_steps, tmp_path,
