@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from mlvae_jax.training import integrity
+from tests.training.test_train import SMOKE_ARG
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SMOKE = "--config=experiments/digits.py:paper,smoke"  # the paper objective: single_member_rate at its default
+SMOKE = f"--config=experiments/digits.py:{SMOKE_ARG}"
 
 
 def run_launch(*args: str, devices: int = 8, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -21,9 +21,14 @@ from mlvae_jax.training import loop, metrics_writer, restore, setup as state_lib
 PARITY_RTOL = 1e-5
 
 
+# The paper objective, so the runs tested here and those launch.py starts (tests/test_launch.py)
+# share one config: a checkpoint written by one is read by the other.
+SMOKE_ARG = "paper,smoke"
+
+
 def smoke_config(**overrides) -> ml_collections.ConfigDict:
   """The digits smoke run (4 steps, checkpoints at 2 and 4) with dotted-key overrides."""
-  config = digits.get_config("smoke")
+  config = digits.get_config(SMOKE_ARG)
   for key, value in overrides.items():
     config_helpers.set_path(config, key, value)
   return config
