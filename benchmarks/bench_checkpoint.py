@@ -51,13 +51,13 @@ def main() -> None:
   from machine_info import describe  # beside this script
   from mlvae_jax import config_helpers
   from mlvae_jax.training import checkpoint, integrity
-  from mlvae_jax.training.setup import setup
+  from mlvae_jax.training import setup as setup_lib
 
   path, arg = config_helpers.split_config_spec(args.config)
   config = config_helpers.load_module(path).get_config(arg)
   config.mesh.data = 1
-  run = setup(config)
-  state = jax.block_until_ready(jax.jit(run.init, out_shardings=run.state_shardings)())
+  setup = setup_lib.setup(config)
+  state = jax.block_until_ready(jax.jit(setup.init, out_shardings=setup.state_shardings)())
   state_bytes = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(state))
   names = ("save_s", "array_digests_s", "record_s", "open_verify_s", "restore_s",
            "verify_values_s")
@@ -75,7 +75,7 @@ def main() -> None:
     record, _ = _timed(lambda: integrity.write_record(
         step_dir, 1, arrays, {name: item["value"] for name, item in written["items"].items()}))
     opened, reader = _timed(lambda: checkpoint.Checkpoints(workdir, read_only=True))
-    restore, restored = _timed(lambda: reader.restore(1, run.abstract_state, with_data=False))
+    restore, restored = _timed(lambda: reader.restore(1, setup.abstract_state, with_data=False))
     values, _ = _timed(lambda: integrity.verify_values(written, restored[0]))
     for name, value in zip(names, (save, digests, record, opened, restore, values)):
       times[name].append(value)

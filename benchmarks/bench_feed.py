@@ -30,7 +30,7 @@ from machine_info import describe  # noqa: E402  (beside this script)
 from mlvae_jax import config_helpers, data as data_lib  # noqa: E402
 from mlvae_jax.training import loop, nonfinite  # noqa: E402
 from mlvae_jax.training import feed as train_feed  # noqa: E402
-from mlvae_jax.training import setup as state_lib  # noqa: E402
+from mlvae_jax.training import setup as setup_lib  # noqa: E402
 
 PATHS = {"host": "off", "device": "on"}
 EPOCHS = 3  # of the host path's plans inside each feed measurement
@@ -61,21 +61,21 @@ def make_config(args: argparse.Namespace, batch_size: int, resident: str):
 
 def measure(args: argparse.Namespace, batch_size: int, path: str) -> dict:
   """Microseconds of host work per step on one path at one batch size."""
-  run = state_lib.setup(make_config(args, batch_size, PATHS[path]))
-  k = run.config.train.steps_per_call
-  feed = train_feed.make_feed(run)
+  setup = setup_lib.setup(make_config(args, batch_size, PATHS[path]))
+  k = setup.config.train.steps_per_call
+  feed = train_feed.make_feed(setup)
   assert (feed.data is not None) == (path == "device"), f"{path} path not taken"
-  compiled = loop.compile_call(run, feed)
-  per_epoch = data_lib.make_batcher(run.config.data, "train",
-                                    seed=run.config.seed).batches_in_epoch(0)
+  compiled = loop.compile_call(setup, feed)
+  per_epoch = data_lib.make_batcher(setup.config.data, "train",
+                                    seed=setup.config.seed).batches_in_epoch(0)
   calls = max(8, -(-EPOCHS * per_epoch // k))
   feed.take(k)  # the first plan and transfer: warm-up
   start = time.perf_counter()
   for _ in range(calls):
     inputs = feed.take(k)
   feed_s = (time.perf_counter() - start) / calls
-  state = jax.jit(run.init, out_shardings=run.state_shardings)()
-  health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
+  state = jax.jit(setup.init, out_shardings=setup.state_shardings)()
+  health = jax.jit(nonfinite.Health.initial, out_shardings=setup.replicated)()
   launches = []
   for _ in range(DISPATCHES):
     jax.block_until_ready((state, health))

@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 from machine_info import describe  # noqa: E402  (beside this script)
 from mlvae_jax import config_helpers  # noqa: E402
 from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite
-from mlvae_jax.training import setup as state_lib, step_calls  # noqa: E402
+from mlvae_jax.training import setup as setup_lib, step_calls  # noqa: E402
 from mlvae_jax.training import feed as train_feed  # noqa: E402
 from mlvae_jax.training.feed import host as feed_host  # noqa: E402
 
@@ -128,16 +128,16 @@ class StepTimer:
   """The loop's compiled call on one host batch already on the device, K copies per call."""
 
   def __init__(self, config):
-    self.run = run = state_lib.setup(config)
+    self.setup = setup = setup_lib.setup(config)
     self.k = config.train.steps_per_call
-    feed = train_feed.make_feed(run)
-    self.compiled = loop.compile_call(run, feed)
+    feed = train_feed.make_feed(setup)
+    self.compiled = loop.compile_call(setup, feed)
     self.memory = device_memory.call_bytes(self.compiled)
     self.flops_per_step = self.compiled.cost_analysis()["flops"] / self.k
     self.inputs = feed.take(self.k)
     self.data = feed.data
-    self.state = jax.jit(run.init, out_shardings=run.state_shardings)()
-    self.health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
+    self.state = jax.jit(setup.init, out_shardings=setup.state_shardings)()
+    self.health = jax.jit(nonfinite.Health.initial, out_shardings=setup.replicated)()
     self._calls(2)  # warm-up
 
   def _calls(self, count: int) -> None:
@@ -222,7 +222,7 @@ def loop_seconds_per_step(args: argparse.Namespace, config, root: str) -> float:
   config.train.update(num_steps=4 * window, log_every=window, checkpoint_every=4 * window)
   workdir = tempfile.mkdtemp(dir=root)
   try:
-    loop.train(state_lib.setup(config), workdir, NoEvaluation())
+    loop.train(setup_lib.setup(config), workdir, NoEvaluation())
     times = [r["perf/step_time_s"] for r in metrics_writer.read_metrics(workdir)
              if "perf/step_time_s" in r]
   finally:
@@ -235,8 +235,8 @@ def measure(args: argparse.Namespace, batch_size: int, root: str) -> tuple[list[
   k = args.steps_per_call
   ks = (1, k) if k > 1 else (1,)
   steps = {n: StepTimer(make_config(args, batch_size, "off", n)) for n in ks}
-  batch = next(feed_host.make_iterator(steps[1].run.config, "train"))
-  torch_timers = [TorchTimer.create(steps[1].run.config, batch, compiled)
+  batch = next(feed_host.make_iterator(steps[1].setup.config, "train"))
+  torch_timers = [TorchTimer.create(steps[1].setup.config, batch, compiled)
                   for compiled in (False, True)]
   timers: dict[str, tuple[Callable[[], float], int, int | None]] = {
       f"step, K={n}": (lambda t=t: t.seconds_per_step(args.step_steps), n, t.memory)

@@ -1,7 +1,7 @@
 """Training and evaluation of a config: `train_and_evaluate(config, workdir)` and
 `evaluate(config, workdir)` (`--mode=eval`).
 
-This module wires the pieces together: `state.setup` (config checks, model, optimiser,
+This module wires the pieces together: `training.setup.setup` (config checks, model, optimiser,
 shardings), `evaluation.Evaluators` (config.evals, checked before anything is written),
 `loop.train` (the step loop, with the evaluators as its hook) and `restore.restore_state`
 (a checkpoint on a mesh). Both modes end the same way: the evaluators' metrics, a report in
@@ -25,7 +25,8 @@ from mlvae_jax.training import metrics_writer
 from mlvae_jax.training import run_lock
 from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.training.restore import restore_state
-from mlvae_jax.training.setup import Setup, setup
+from mlvae_jax.training import setup as setup_lib
+from mlvae_jax.training.setup import Setup
 from mlvae_jax.training.workdir import SetupError
 
 EVAL_WHILE_TRAINING_DIR = "eval_while_training"  # --mode=eval of a workdir a run is writing
@@ -34,12 +35,12 @@ EVAL_WHILE_TRAINING_DIR = "eval_while_training"  # --mode=eval of a workdir a ru
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains per `config` in `workdir` (resuming the run there, see config.train.resume),
   evaluating per config.evals; returns the final metrics, also in WORKDIR/final_metrics.json."""
-  run = setup(config)
-  evaluators = evaluation.Evaluators(config, run, workdir)
-  _check_batch_fits(run)
+  setup = setup_lib.setup(config)
+  evaluators = evaluation.Evaluators(config, setup, workdir)
+  _check_batch_fits(setup)
   lock = run_lock.acquire_for_run(workdir)  # one writer per workdir, up to final_metrics.json
   try:
-    state, record = loop.train(run, workdir, evaluators, lock)
+    state, record = loop.train(setup, workdir, evaluators, lock)
     if not record:  # the run had finished before: its last training record, evaluated anew
       record = {**_logged_training(workdir, config.train.num_steps),
                 **evaluators.run(state.params)}
@@ -54,13 +55,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return final
 
 
-def _check_batch_fits(run: Setup) -> None:
+def _check_batch_fits(setup: Setup) -> None:
   """Refuses (one line, before the workdir or its lock is created) a batch whose inputs alone
   exceed a device's memory: compiling it would abort XLA rather than fail."""
-  config = run.config
-  devices = run.mesh.local_devices
-  per_device = config.data.batch_size // len(run.mesh.devices.flat)
-  needed = per_device * math.prod(run.observation_shape) * 4  # float32 observations
+  config = setup.config
+  devices = setup.mesh.local_devices
+  per_device = config.data.batch_size // len(setup.mesh.devices.flat)
+  needed = per_device * math.prod(setup.observation_shape) * 4  # float32 observations
   free = device_memory.free_bytes(devices[0], len(devices))
   if needed > free:
     raise SetupError(
@@ -81,11 +82,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, step: int | None =
   """`--mode=eval`: restores checkpoint `step` of `workdir` (default: the best by
   config.train.keep_best_metric, else the latest) onto config.mesh and runs the evaluators of
   config.evals; returns their metrics with the step evaluated (eval/ records both)."""
-  state, step, run = restore_state(config, workdir, step)
+  state, step, setup = restore_state(config, workdir, step)
   training = run_lock.holder(workdir)
   # A run still writing this workdir owns eval/ (its final report goes there): report aside.
   out = os.path.join(workdir, EVAL_WHILE_TRAINING_DIR, str(step)) if training else workdir
-  evaluators = evaluation.Evaluators(config, run, out)
+  evaluators = evaluation.Evaluators(config, setup, out)
   metrics = {"step": step, **evaluators.run(state.params)}
   if jax.process_index() == 0:
     checkpoint = os.path.join(checkpoint_lib.checkpoint_dir(workdir), str(step))

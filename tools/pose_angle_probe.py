@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 
 from mlvae_jax import data as data_lib
 from mlvae_jax import inference

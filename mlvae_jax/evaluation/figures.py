@@ -11,17 +11,13 @@
   pooled observations, one line per curve (`accumulation_plot` draws an `accumulation`
   evaluator's metrics).
 
-`log_pictures` adds the PNGs of an evaluation to TensorBoard as they are (no re-encoding).
-
 The plot uses matplotlib (Agg canvas, no pyplot state): axes with ticks and labels are what
 make a curve readable, and drawing text with numpy alone would mean shipping a font.
 """
 
 from __future__ import annotations
 
-import pathlib
 import re
-import struct
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from matplotlib import ticker
@@ -29,8 +25,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import ml_collections
 import numpy as np
-from tensorboardX import FileWriter
-from tensorboardX.proto.summary_pb2 import Summary
 
 from mlvae_jax import inference
 from mlvae_jax.evaluation.base import Evaluator, register
@@ -118,22 +112,6 @@ def accumulation_plot(metrics: Mapping[str, float], label: str) -> np.ndarray:
                 np.array([metrics[f"content_logvar_k{k}"] for k in ks]))
   title = f"{label}: {int(metrics['num_groups'])} groups identified by pooled content"
   return curve_plot({label: curve}, chance=metrics["chance"], title=title)
-
-
-def log_pictures(directory: pathlib.Path, logdir: pathlib.Path, step: int) -> None:
-  """Adds every PNG of `directory` to the TensorBoard events in `logdir` at `step`, tagged
-  'pictures/<file stem>'."""
-  paths = sorted(directory.glob("*.png"))
-  if not paths:
-    return
-  writer = FileWriter(str(logdir), filename_suffix=".pictures")
-  for path in paths:
-    data = path.read_bytes()
-    width, height, _, colour = struct.unpack(">IIBB", data[16:26])
-    image = Summary.Image(height=height, width=width, colorspace=3 if colour == 2 else 1,
-                          encoded_image_string=data)
-    writer.add_summary(Summary(value=[Summary.Value(tag=f"pictures/{path.stem}", image=image)]), step)
-  writer.close()
 
 
 @register("figures")

@@ -14,7 +14,8 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def write_png(path: pathlib.Path, image: np.ndarray) -> None:
-  """Writes a [H, W] or [H, W, 1|3] image with values in [0, 1] as an 8-bit PNG."""
+  """Writes a [H, W] or [H, W, 1|3] image with values in [0, 1] as an 8-bit PNG (creating
+  its directory: an evaluation's picture directory exists only once it holds a picture)."""
   pixels = np.clip(np.asarray(image, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
   if pixels.ndim == 3 and pixels.shape[-1] == 1:
     pixels = pixels[..., 0]
@@ -23,6 +24,7 @@ def write_png(path: pathlib.Path, image: np.ndarray) -> None:
   rows = pixels.reshape(height, -1)
   raw = b"".join(b"\x00" + row.tobytes() for row in rows)
   header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+  path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(
       b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9))
       + _chunk(b"IEND", b"")

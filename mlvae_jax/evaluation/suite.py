@@ -5,12 +5,17 @@ split the data can give) and keep-best (it must name a metric of one of them) be
 training; calling it is the training loop's evaluation hook; `run` evaluates given
 parameters at once (the end of training, `--mode=eval`); `write` records a final evaluation
 in WORKDIR/eval/ (metrics.json, report.md beside the evaluators' pictures).
+
+Pictures come at the cadence of the evaluator that draws them (its `every`): an evaluation
+during training draws into eval/pictures/step_<N>/ and adds them to TensorBoard at step N;
+the final one draws into eval/ and `write` adds them (pictures.py).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import shutil
 import time
 from typing import Any
 
@@ -21,7 +26,7 @@ import numpy as np
 from mlvae_jax.training import checkpoint as checkpoint_lib
 from mlvae_jax import configs
 from mlvae_jax.training import metrics_writer
-from mlvae_jax.evaluation import figures
+from mlvae_jax.evaluation import pictures
 from mlvae_jax.evaluation.base import EVALUATORS, Evaluator
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.report import write_report
@@ -65,7 +70,9 @@ class Evaluators:
   """Every evaluator of `config.evals`; those not `on_mesh` exist on process 0 only."""
 
   def __init__(self, config: ml_collections.ConfigDict, setup: Setup, workdir: str | pathlib.Path):
-    self.ctx = EvalContext(config, setup, pathlib.Path(workdir) / EVAL_DIR)
+    self.eval_dir = pathlib.Path(workdir) / EVAL_DIR
+    self.tensorboard_dir = pathlib.Path(workdir) / metrics_writer.TENSORBOARD_DIR
+    self.ctx = EvalContext(config, setup, self.eval_dir)
     self.every = {name: entry.every for name, entry in config.evals.items()}
     self.evaluators: dict[str, Evaluator] = {}
     self.timings: dict[str, float] = {}
@@ -106,8 +113,20 @@ class Evaluators:
             or (self.every[name] and step % self.every[name] == 0)]
 
   def __call__(self, step: int, params: Any, *, saving: bool, last: bool) -> dict[str, float]:
-    """The training loop's hook (`loop.Evaluate`)."""
-    return self.run(params, self.due(step, saving=saving, last=last))
+    """The training loop's hook (`loop.Evaluate`). Before the last step, pictures go to
+    eval/pictures/step_<step>/ and TensorBoard now; the last step's go to eval/ (`write`)."""
+    names = self.due(step, saving=saving, last=last)
+    if last or not names or jax.process_index() != 0:  # pictures are process 0's
+      return self.run(params, names)
+    drawn = pictures.step_dir(self.eval_dir, step)
+    shutil.rmtree(drawn, ignore_errors=True)  # a resumed run's earlier pictures of this step
+    self.ctx.output_dir = drawn
+    try:
+      metrics = self.run(params, names)
+    finally:
+      self.ctx.output_dir = self.eval_dir
+    pictures.log_pictures(drawn, self.tensorboard_dir, step)
+    return metrics
 
   def run(self, params: Any, names: list[str] | None = None) -> dict[str, float]:
     """`{'<name>/<metric>': value}` of the evaluators `names` (default: all of this process)."""
@@ -118,7 +137,6 @@ class Evaluators:
       evaluator = self.evaluators[name]
       if not evaluator.on_mesh and host_params is None:
         host_params = host_copy(params)
-        self.ctx.output_dir.mkdir(parents=True, exist_ok=True)
       start = time.perf_counter()
       values = evaluator.run(params if evaluator.on_mesh else host_params)
       self.timings[name] = time.perf_counter() - start
@@ -127,12 +145,13 @@ class Evaluators:
 
   def write(self, metrics: dict[str, Any], step: int, checkpoint: str | None = None) -> pathlib.Path:
     """Writes eval/metrics.json and eval/report.md of an evaluation at `step` (process 0), and
-    adds its pictures to TensorBoard at `step`."""
-    out = self.ctx.output_dir
+    adds its pictures to TensorBoard and eval/pictures/step_<step>/."""
+    out = self.eval_dir
     out.mkdir(parents=True, exist_ok=True)
     mine = {k: v for k, v in metrics.items() if k.partition("/")[0] in self.every}
     record = {"step": step, **({"checkpoint": checkpoint} if checkpoint else {}), **mine}
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     write_report(out / "report.md", self.ctx.config, mine, self.timings, step, checkpoint)
-    figures.log_pictures(out, out.parent / metrics_writer.TENSORBOARD_DIR, step)
+    pictures.log_pictures(out, self.tensorboard_dir, step)
+    pictures.keep_final(out, step)
     return out / "report.md"

@@ -37,12 +37,11 @@ from mlvae_jax.training import nonfinite
 from mlvae_jax.training import preemption
 from mlvae_jax.training import run_lock
 from mlvae_jax.training import sharding
-from mlvae_jax.training import setup as state_lib
+from mlvae_jax.training import setup as setup_lib
 from mlvae_jax.training import step_calls
 from mlvae_jax.training import feed as train_feed
 from mlvae_jax.training import workdir as workdir_lib
 from mlvae_jax.training.setup import LossFn, Setup, TrainState
-from mlvae_jax.training.workdir import SetupError
 
 # The host dispatches at most this many calls ahead of the devices. More gains little (the
 # host prepares the next inputs while the devices run), and with many virtual CPU devices on
@@ -83,37 +82,38 @@ def make_train_step(
   return train_step
 
 
-def scan_unroll(run: Setup) -> int:
+def scan_unroll(setup: Setup) -> int:
   """Steps per loop iteration of a call. XLA:CPU runs convolutions inside a loop about ten
   times slower (measured: shapes conv model, batch 64, 524 ms a step in a loop, 49 ms
   unrolled), while dense models run faster in the loop and compile 4x quicker (MNIST MLP,
   K=16: 7.4 vs 9.1 ms a step): so only conv models on CPU are unrolled."""
-  conv_on_cpu = jax.default_backend() == "cpu" and run.config.model.family == "conv"
-  return run.config.train.steps_per_call if conv_on_cpu else 1
+  conv_on_cpu = jax.default_backend() == "cpu" and setup.config.model.family == "conv"
+  return setup.config.train.steps_per_call if conv_on_cpu else 1
 
 
-def compile_call(run: Setup, feed: train_feed.Feed) -> jax.stages.Compiled:
+def compile_call(setup: Setup, feed: train_feed.Feed) -> jax.stages.Compiled:
   """The run's one train call: K guarded steps on the feed's inputs, compiled for every
   group structure at once; a SetupError (one line) if a device cannot hold it."""
-  train_config = run.config.train
+  train_config = setup.config.train
   k = train_config.steps_per_call
-  step = nonfinite.guard_step(make_train_step(run.loss_fn, run.tx, run.schedule), train_config)
+  step = nonfinite.guard_step(
+      make_train_step(setup.loss_fn, setup.tx, setup.schedule), train_config)
   call = jax.jit(
-      step_calls.scan_steps(step, k, feed.to_batch, scan_unroll(run)),
-      in_shardings=(run.state_shardings, run.replicated, feed.input_sharding,
+      step_calls.scan_steps(step, k, feed.to_batch, scan_unroll(setup)),
+      in_shardings=(setup.state_shardings, setup.replicated, feed.input_sharding,
                     feed.data_sharding),
-      out_shardings=(run.state_shardings, run.replicated, run.replicated),
+      out_shardings=(setup.state_shardings, setup.replicated, setup.replicated),
       donate_argnums=(0, 1),
   )
   health = jax.eval_shape(nonfinite.Health.initial)
-  health = state_lib.with_shardings(health, sharding.replicate_tree(health, run.mesh))
-  compiled = call.lower(run.abstract_state, health, feed.input_specs, feed.data).compile()
-  devices = run.mesh.local_devices
+  health = setup_lib.with_shardings(health, sharding.replicate_tree(health, setup.mesh))
+  compiled = call.lower(setup.abstract_state, health, feed.input_specs, feed.data).compile()
+  devices = setup.mesh.local_devices
   device_memory.check_fits(compiled, devices[0], len(devices), feed.resident_bytes)
   return compiled
 
 
-def plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
+def plan(setup: Setup, workdir: str) -> workdir_lib.ResumePlan:
   """Reads the workdir's checkpoints and decides what to do with them (writes nothing)."""
   workdir_lib.check_writable(workdir)
   existing = checkpoint_lib.Checkpoints(workdir, read_only=True)
@@ -122,16 +122,16 @@ def plan(run: Setup, workdir: str) -> workdir_lib.ResumePlan:
     if existing.damaged and not steps:
       raise existing.none_intact()
     saved = existing.saved_config(steps[-1]) if steps else None
-    resume = workdir_lib.plan_resume(run.config, workdir, steps, saved)
+    resume = workdir_lib.plan_resume(setup.config, workdir, steps, saved)
     if resume.resume_step is not None:
-      existing.check_shapes(resume.resume_step, run.abstract_state)
+      existing.check_shapes(resume.resume_step, setup.abstract_state)
   finally:
     existing.close()
   return resume
 
 
 def _start(
-    run: Setup, workdir: str, resume: workdir_lib.ResumePlan, train_iter: Any,
+    setup: Setup, workdir: str, resume: workdir_lib.ResumePlan, train_iter: Any,
     lock: run_lock.RunLock | None,
 ) -> tuple[checkpoint_lib.Checkpoints, TrainState]:
   """The first writes: the lock's holder, a restart's old files go, config.json, then the
@@ -141,12 +141,12 @@ def _start(
   if jax.process_index() == 0:
     if resume.discard_steps:
       _discard_run(workdir)
-    workdir_lib.write_config(run.config, workdir)
-  checkpoints = checkpoint_lib.Checkpoints(workdir, run.config.train)
+    workdir_lib.write_config(setup.config, workdir)
+  checkpoints = checkpoint_lib.Checkpoints(workdir, setup.config.train)
   if resume.resume_step is None:
-    return checkpoints, jax.jit(run.init, out_shardings=run.state_shardings)()
+    return checkpoints, jax.jit(setup.init, out_shardings=setup.state_shardings)()
   _, state, data_state = checkpoints.restore_readable(
-      run.abstract_state, preferred=[resume.resume_step])
+      setup.abstract_state, preferred=[resume.resume_step])
   train_iter.set_state(data_state)
   return checkpoints, state
 
@@ -202,7 +202,7 @@ class _Window:
 
 
 def train(
-    run: Setup, workdir: str, evaluate: Evaluate, lock: run_lock.RunLock | None = None
+    setup: Setup, workdir: str, evaluate: Evaluate, lock: run_lock.RunLock | None = None
 ) -> tuple[TrainState, dict[str, float]]:
   """Trains `run` in `workdir` up to config.train.num_steps, resuming the run there (see
   config.train.resume); returns the final state and the last logged and evaluated metrics
@@ -211,19 +211,19 @@ def train(
 
   Raises preemption.Preempted once the step a SIGTERM or SIGINT arrived at is saved, and
   nonfinite.NonFiniteError when config.train.on_nonfinite ends the run."""
-  config, train_config = run.config, run.config.train
-  resume = plan(run, workdir)
-  feed = train_feed.make_feed(run)
-  call_fn = compile_call(run, feed)
+  config, train_config = setup.config, setup.config.train
+  resume = plan(setup, workdir)
+  feed = train_feed.make_feed(setup)
+  call_fn = compile_call(setup, feed)
   if jax.process_count() > 1:  # every process reads the workdir before any process writes it
     multihost_utils.sync_global_devices("mlvae_jax:workdir_planned")
-  checkpoints, state = _start(run, workdir, resume, feed.iterator, lock)
+  checkpoints, state = _start(setup, workdir, resume, feed.iterator, lock)
   start = int(jax.device_get(state.step))
   writer = metrics_writer.MetricsWriter(
       workdir, total_steps=train_config.num_steps, start_step=start,
       enabled=jax.process_index() == 0,
   )
-  health = jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)()
+  health = jax.jit(nonfinite.Health.initial, out_shardings=setup.replicated)()
   window = _Window(config.data.batch_size)
   record: dict[str, float] = {}
   in_flight: collections.deque = collections.deque()
@@ -234,7 +234,7 @@ def train(
   # one step per call the count is the step.
   count = step = start
   with preemption.StopSignals() as signals:
-    calls = train_feed.calls(feed, run, start, train_config.num_steps, call_length)
+    calls = train_feed.calls(feed, setup, start, train_config.num_steps, call_length)
     try:
       for call in calls:
         state, health, metrics = call_fn(state, health, call.inputs, feed.data)

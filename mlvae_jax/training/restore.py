@@ -10,7 +10,8 @@ import ml_collections
 
 from mlvae_jax.training import checkpoint as checkpoint_lib
 from mlvae_jax.training import workdir as workdir_lib
-from mlvae_jax.training.setup import Setup, TrainState, setup
+from mlvae_jax.training import setup as setup_lib
+from mlvae_jax.training.setup import Setup, TrainState
 from mlvae_jax.training.workdir import SetupError
 
 
@@ -24,7 +25,7 @@ def restore_state(
   was trained on (e.g. 1 device for an 8-device run). Non-finite parameters are refused.
   """
   workdir_lib.check_name(workdir)
-  run = setup(config)
+  setup = setup_lib.setup(config)
   checkpoints = checkpoint_lib.Checkpoints(workdir, config.train, read_only=True)
   try:
     steps = checkpoints.steps()
@@ -36,7 +37,7 @@ def restore_state(
       raise SetupError(f"workdir {workdir} has no checkpoint at step {step}; it has {steps}")
     # restore() fails first on mismatched shapes, the most specific error.
     step, state, _ = checkpoints.restore_readable(
-        run.abstract_state, preferred=[checkpoints.best_step() if step is None else step],
+        setup.abstract_state, preferred=[checkpoints.best_step() if step is None else step],
         fallback=step is None, with_data=False,
     )
     diffs = workdir_lib.config_differences(config.to_dict(), checkpoints.saved_config(step))
@@ -48,4 +49,4 @@ def restore_state(
       )
   finally:
     checkpoints.close()
-  return state, step, run
+  return state, step, setup

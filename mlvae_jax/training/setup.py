@@ -8,7 +8,7 @@ jitting `Setup.init` with `out_shardings=Setup.state_shardings`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import flax
 import jax

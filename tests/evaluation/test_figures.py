@@ -10,7 +10,7 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from mlvae_jax import configs, evaluation, inference, models
-from mlvae_jax.training import setup as state
+from mlvae_jax.training import setup as setup_lib
 from mlvae_jax.evaluation import figures
 from mlvae_jax.evaluation.images import upscale
 from mlvae_jax.evaluation.png import tile, write_png
@@ -134,8 +134,9 @@ def test_figures_evaluator_writes_its_pictures(tmp_path):
   config.model.update(hidden=16, content_dim=CONTENT_DIM, style_dim=STYLE_DIM)
   config.evals = ml_collections.ConfigDict({"pictures": configs.evaluator(
       "figures", grid=4, traversal_steps=5, interpolation_steps=6, interpolation_rows=3)})
-  run = state.setup(config)
-  assert evaluation.Evaluators(config, run, tmp_path).run(jax.device_get(run.init().params)) == {}
+  setup = setup_lib.setup(config)
+  params = jax.device_get(setup.init().params)
+  assert evaluation.Evaluators(config, setup, tmp_path).run(params) == {}
   cell = 49  # 8-pixel digits enlarged 6x to the default min_pixels 48, 1-pixel gaps
   for name, (rows, cols) in {"prior": (4, 4), "traversals": (CONTENT_DIM + STYLE_DIM, 5),
                              "interpolation": (3, 6)}.items():
@@ -169,9 +170,9 @@ def test_few_shot_curve_on_unseen_groups_is_plotted_reported_and_in_tensorboard(
                                    repeats=1),
       "pictures": configs.evaluator("figures", grid=2, split="unseen"),
   })
-  run = state.setup(config)
-  evaluators = evaluation.Evaluators(config, run, tmp_path)
-  metrics = evaluators.run(jax.device_get(run.init().params))
+  setup = setup_lib.setup(config)
+  evaluators = evaluation.Evaluators(config, setup, tmp_path)
+  metrics = evaluators.run(jax.device_get(setup.init().params))
   assert all(f"fewshot/accuracy_k{k}" in metrics for k in (1, 3, 16))
   evaluators.write(metrics, step=7)
   eval_dir = tmp_path / "eval"

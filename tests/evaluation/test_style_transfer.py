@@ -12,7 +12,7 @@ import pytest
 
 from mlvae_jax import configs, evaluation
 from mlvae_jax.evaluation import style_transfer
-from mlvae_jax.training import setup as state
+from mlvae_jax.training import setup as setup_lib
 
 SIZE = 28
 CLASSES = 4
@@ -191,8 +191,8 @@ def test_the_registered_evaluator_runs_on_a_model_and_names_its_metrics(tmp_path
   config.model.hidden = 32
   config.evals = ml_collections.ConfigDict(
       {"transfer": configs.evaluator("style_transfer", num_pairs=40, candidates=10)})
-  run = state.setup(config)
-  metrics = evaluation.Evaluators(config, run, tmp_path).run(jax.device_get(run.init().params))
+  setup = setup_lib.setup(config)
+  metrics = evaluation.Evaluators(config, setup, tmp_path).run(jax.device_get(setup.init().params))
   expected = {f"transfer/{n}/{k}" for n in style_transfer.ATTRIBUTES
               for k in ("style", "content", "ceiling", "ratio")}
   assert expected | {"transfer/ratio_min", "transfer/retrieval", "transfer/retrieval_ceiling",
@@ -206,4 +206,4 @@ def test_bad_settings_are_named(tmp_path):
   config.evals = ml_collections.ConfigDict(
       {"transfer": configs.evaluator("style_transfer", num_pairs=5, candidates=10)})
   with pytest.raises(Exception, match="set candidates >= 2 and num_pairs >= candidates"):
-    evaluation.Evaluators(config, state.setup(config), tmp_path)
+    evaluation.Evaluators(config, setup_lib.setup(config), tmp_path)

@@ -20,7 +20,7 @@ import pytest
 
 from mlvae_jax import inference, train
 from mlvae_jax.training import checkpoint, integrity, loop, restore
-from mlvae_jax.training.setup import setup
+from mlvae_jax.training import setup as setup_lib
 from mlvae_jax.training.workdir import SetupError
 from tests.test_launch import SMOKE, run_launch
 from tests.training.test_train import smoke_config
@@ -66,23 +66,23 @@ def checkpoint_files(workdir: pathlib.Path, step: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run():
-  return setup(smoke_config(**BASE))
+def setup():
+  return setup_lib.setup(smoke_config(**BASE))
 
 
 @pytest.fixture(scope="module")
-def intact_2(trained, run):
+def intact_2(trained, setup):
   """State and data state of the intact checkpoint 2: what every fallback must give."""
   reader = checkpoint.Checkpoints(str(trained), read_only=True)
-  return jax.device_get(reader.restore(2, run.abstract_state))
+  return jax.device_get(reader.restore(2, setup.abstract_state))
 
 
-def _resume(workdir: pathlib.Path, run, expected, lines) -> None:
+def _resume(workdir: pathlib.Path, setup, expected, lines) -> None:
   """What a training relaunch does before its first step: plan, open writable, restore."""
-  plan = loop.plan(run, str(workdir))
-  checkpoints = checkpoint.Checkpoints(str(workdir), run.config.train)
+  plan = loop.plan(setup, str(workdir))
+  checkpoints = checkpoint.Checkpoints(str(workdir), setup.config.train)
   step, state, data_state = checkpoints.restore_readable(
-      run.abstract_state, preferred=[plan.resume_step])
+      setup.abstract_state, preferred=[plan.resume_step])
   checkpoints.close()
   moved = re.fullmatch(r"checkpoint 4 of \S+ is damaged \(.+\); moved to (\S+)", lines()[-1])
   assert moved, "no one-line report"
@@ -91,14 +91,14 @@ def _resume(workdir: pathlib.Path, run, expected, lines) -> None:
   jax.tree.map(np.testing.assert_array_equal, jax.device_get((state, data_state)), expected)
 
 
-def _evaluate(workdir: pathlib.Path, run, expected, lines) -> None:
-  state, step, _ = restore.restore_state(run.config, str(workdir))
+def _evaluate(workdir: pathlib.Path, setup, expected, lines) -> None:
+  state, step, _ = restore.restore_state(setup.config, str(workdir))
   _assert_skipped_once(lines())
   assert step == 2
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), expected[0])
 
 
-def _load(workdir: pathlib.Path, run, expected, lines) -> None:
+def _load(workdir: pathlib.Path, setup, expected, lines) -> None:
   trained = inference.load(str(workdir))
   _assert_skipped_once(lines())
   assert trained.step == 2
@@ -117,7 +117,7 @@ MODES = {"resume": _resume, "eval": _evaluate, "load": _load}
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_every_file_of_a_checkpoint_damaged_is_one_line_and_a_fallback(
-    trained, run, intact_2, tmp_path, capfd, damage, mode):
+    trained, setup, intact_2, tmp_path, capfd, damage, mode):
   failures = {}
   files = checkpoint_files(trained, 4)
   assert integrity.RECORD_FILE in files and len(files) > 10
@@ -129,7 +129,7 @@ def test_every_file_of_a_checkpoint_damaged_is_one_line_and_a_fallback(
     lines = lambda: [  # noqa: E731
         line for line in capfd.readouterr().err.splitlines() if line.strip()]
     try:
-      MODES[mode](workdir, run, intact_2, lines)
+      MODES[mode](workdir, setup, intact_2, lines)
     except Exception as e:  # noqa: BLE001 - collected: the matrix names every failing cell
       failures[name] = f"{type(e).__name__}: {str(e)[:300]}"
     shutil.rmtree(workdir)
@@ -160,13 +160,13 @@ def _damage_every_array_file(workdir: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("mode", ["resume", "eval", "load"])
 def test_when_no_checkpoint_is_intact_each_reader_says_so_in_one_line(
-    trained, run, tmp_path, capfd, mode):
+    trained, setup, tmp_path, capfd, mode):
   workdir = tmp_path / "run"
   shutil.copytree(trained, workdir)
   _damage_every_array_file(workdir)
   capfd.readouterr()
-  read = {"resume": lambda: loop.plan(run, str(workdir)),
-          "eval": lambda: restore.restore_state(run.config, str(workdir)),
+  read = {"resume": lambda: loop.plan(setup, str(workdir)),
+          "eval": lambda: restore.restore_state(setup.config, str(workdir)),
           "load": lambda: inference.load(str(workdir))}[mode]
   with pytest.raises(SetupError, match=r"^no checkpoint of \S+ is intact \(2: .+; 4: .+\); move "
                      r"them out of the directory \(or relaunch with "

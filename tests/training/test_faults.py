@@ -38,7 +38,8 @@ from mlvae_jax.training import restore, run_lock
 from mlvae_jax import train
 from mlvae_jax.data import idx
 from mlvae_jax.data.builders import lfw
-from mlvae_jax.training.setup import TrainState, setup
+from mlvae_jax.training import setup as setup_lib
+from mlvae_jax.training.setup import TrainState
 from mlvae_jax.training.workdir import SetupError
 from tests.test_launch import ROOT, snapshot
 from tests.training.test_train import smoke_config
@@ -340,7 +341,7 @@ def test_evaluation_refuses_non_finite_parameters_in_one_line(tmp_path, monkeypa
   config = config_of()
   train.train_and_evaluate(config, str(tmp_path))
   checkpoints = checkpoint.Checkpoints(str(tmp_path), config.train)
-  state, _ = checkpoints.restore(4, setup(config).abstract_state)
+  state, _ = checkpoints.restore(4, setup_lib.setup(config).abstract_state)
   monkeypatch.setattr(nonfinite, "nonfinite_paths", lambda tree: [])  # as older versions saved
   checkpoints.save(5, state.replace(params=jax.tree.map(lambda p: p * jnp.nan, state.params)),
                    {}, config, {"val/elbo": 0.0})
@@ -675,9 +676,9 @@ class _RecordingSaved:
 
 def test_the_final_step_is_saved_before_the_end_of_run_evaluators(tmp_path):
   config = config_of(**{"evals.val.every": 2})
-  run = setup(config)
-  evaluate = _RecordingSaved(evaluation.Evaluators(config, run, str(tmp_path)), str(tmp_path))
-  loop.train(run, str(tmp_path), evaluate)
+  setup = setup_lib.setup(config)
+  evaluate = _RecordingSaved(evaluation.Evaluators(config, setup, str(tmp_path)), str(tmp_path))
+  loop.train(setup, str(tmp_path), evaluate)
   assert evaluate.saved_at_last[-1] == config.train.num_steps
 
 
@@ -692,10 +693,10 @@ def test_a_reader_passes_over_a_checkpoint_rotated_away_while_it_reads(four_step
   finished, _ = four_steps
   workdir = tmp_path / "run"
   shutil.copytree(finished, workdir)
-  run = setup(config_of())
+  setup = setup_lib.setup(config_of())
   reader = checkpoint.Checkpoints(str(workdir), read_only=True)
   shutil.rmtree(workdir / "checkpoints" / "4")  # a running training's rotation
-  step, state, _ = reader.restore_readable(run.abstract_state, preferred=[4], with_data=False)
+  step, state, _ = reader.restore_readable(setup.abstract_state, preferred=[4], with_data=False)
   assert step == 2 and capfd.readouterr().err == ""  # not damaged: no report, no advice
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(state),
                params_at(finished, config_of(), 2))

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from mlvae_jax import data as data_lib
-from mlvae_jax.training import metrics_writer
 from mlvae_jax.training.feed import host as feed_host
 from mlvae_jax import train
 from tests.test_launch import ROOT, SMOKE, run_launch, snapshot

@@ -15,7 +15,7 @@ import pytest
 from experiments import digits
 from mlvae_jax import data
 from mlvae_jax.training import device_memory, loop, metrics_writer, nonfinite, sharding
-from mlvae_jax.training import setup as state_lib, step_calls
+from mlvae_jax.training import setup as setup_lib, step_calls
 from mlvae_jax.config_helpers import SetupError
 from mlvae_jax.training import feed as train_feed
 from mlvae_jax.training.feed import stacking
@@ -26,46 +26,46 @@ METRIC_RTOL = 1e-6  # a float32 rounding of a logged mean; parameters are compar
 STEP_KEYS = ("x", "group_ids", "mask")
 
 
-def make_run(devices: int, steps_per_call: int = 1, **data_overrides):
+def make_setup(devices: int, steps_per_call: int = 1, **data_overrides):
   config = digits.get_config("smoke")
   config.mesh.data = devices
   config.train.steps_per_call = steps_per_call
   config.data.update(data_overrides)
-  return state_lib.setup(config)
+  return setup_lib.setup(config)
 
 
-def guarded_step(run):
-  return nonfinite.guard_step(loop.make_train_step(run.loss_fn, run.tx, run.schedule),
-                              run.config.train)
+def guarded_step(setup):
+  return nonfinite.guard_step(loop.make_train_step(setup.loss_fn, setup.tx, setup.schedule),
+                              setup.config.train)
 
 
-def jit_call(run, steps_per_call, to_batch=step_calls.host_batch, data_sharding=None, unroll=1):
+def jit_call(setup, steps_per_call, to_batch=step_calls.host_batch, data_sharding=None, unroll=1):
   return jax.jit(
-      step_calls.scan_steps(guarded_step(run), steps_per_call, to_batch, unroll),
-      in_shardings=(run.state_shardings, run.replicated,
-                    stacking.input_sharding(run.mesh, steps_per_call), data_sharding),
-      out_shardings=(run.state_shardings, run.replicated, run.replicated),
+      step_calls.scan_steps(guarded_step(setup), steps_per_call, to_batch, unroll),
+      in_shardings=(setup.state_shardings, setup.replicated,
+                    stacking.input_sharding(setup.mesh, steps_per_call), data_sharding),
+      out_shardings=(setup.state_shardings, setup.replicated, setup.replicated),
   )
 
 
-def fresh(run):
-  return (jax.jit(run.init, out_shardings=run.state_shardings)(),
-          jax.jit(nonfinite.Health.initial, out_shardings=run.replicated)())
+def fresh(setup):
+  return (jax.jit(setup.init, out_shardings=setup.state_shardings)(),
+          jax.jit(nonfinite.Health.initial, out_shardings=setup.replicated)())
 
 
-def host_batches(run, count):
-  iterator = data.make_batch_iterator(run.config.data, "train", seed=run.config.seed)
+def host_batches(setup, count):
+  iterator = data.make_batch_iterator(setup.config.data, "train", seed=setup.config.seed)
   return [next(iterator) for _ in range(count)]
 
 
-def single_steps(run, batches):
+def single_steps(setup, batches):
   """The reference: today's step, one call per batch; metrics summed as the loop's window."""
-  call = jit_call(run, 1)
-  state, health = fresh(run)
+  call = jit_call(setup, 1)
+  state, health = fresh(setup)
   sums = None
   for batch in batches:
     inputs = stacking.to_devices(stacking.stack([batch], 1, STEP_KEYS),
-                                 stacking.input_sharding(run.mesh, 1))
+                                 stacking.input_sharding(setup.mesh, 1))
     state, health, metrics = call(state, health, inputs, None)
     sums = metrics if sums is None else loop.add_trees(sums, metrics)
   return jax.device_get((state, sums))
@@ -77,13 +77,13 @@ def assert_trees_equal(actual, expected):
 
 @pytest.mark.parametrize("devices, unroll", [(1, 1), (8, 1), (1, K)])  # K: no loop (conv on CPU)
 def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices, unroll):
-  run = make_run(devices)
-  batches = host_batches(run, K)
-  state, health = fresh(run)
+  setup = make_setup(devices)
+  batches = host_batches(setup, K)
+  state, health = fresh(setup)
   inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS),
-                               stacking.input_sharding(run.mesh, K))
-  state, health, sums = jit_call(run, K, unroll=unroll)(state, health, inputs, None)
-  expected_state, expected_sums = single_steps(run, batches)
+                               stacking.input_sharding(setup.mesh, K))
+  state, health, sums = jit_call(setup, K, unroll=unroll)(state, health, inputs, None)
+  expected_state, expected_sums = single_steps(setup, batches)
   assert int(state.step) == K
   if unroll == 1:
     assert_trees_equal(jax.device_get(state), expected_state)
@@ -95,27 +95,27 @@ def test_one_call_of_k_steps_equals_k_single_steps_bitwise(devices, unroll):
 
 
 def test_slots_without_a_valid_row_are_no_steps():
-  run = make_run(1)
-  batches = host_batches(run, 2)
-  state, health = fresh(run)
+  setup = make_setup(1)
+  batches = host_batches(setup, 2)
+  state, health = fresh(setup)
   inputs = stacking.to_devices(stacking.stack(batches, K, STEP_KEYS),
-                               stacking.input_sharding(run.mesh, K))
-  state, health, sums = jit_call(run, K)(state, health, inputs, None)
-  expected_state, expected_sums = single_steps(run, batches)
+                               stacking.input_sharding(setup.mesh, K))
+  state, health, sums = jit_call(setup, K)(state, health, inputs, None)
+  expected_state, expected_sums = single_steps(setup, batches)
   assert int(state.step) == 2
   assert_trees_equal(jax.device_get(state), expected_state)
   assert_trees_equal(jax.device_get(sums), expected_sums)
   assert int(health.in_a_row) == 0 and int(health.stopped_at) == -1
 
 
-def resident_call(run, steps_per_call):
+def resident_call(setup, steps_per_call):
   """A jitted call of the run's resident feed and its split on the devices."""
-  feed = train_feed.make_feed(run)
+  feed = train_feed.make_feed(setup)
   assert feed.data is not None, "the digits split fits: it must be resident"
-  call = jax.jit(step_calls.scan_steps(guarded_step(run), steps_per_call, feed.to_batch),
-                 in_shardings=(run.state_shardings, run.replicated, feed.input_sharding,
+  call = jax.jit(step_calls.scan_steps(guarded_step(setup), steps_per_call, feed.to_batch),
+                 in_shardings=(setup.state_shardings, setup.replicated, feed.input_sharding,
                                feed.data_sharding),
-                 out_shardings=(run.state_shardings, run.replicated, run.replicated))
+                 out_shardings=(setup.state_shardings, setup.replicated, setup.replicated))
   return call, feed
 
 
@@ -123,10 +123,10 @@ def resident_call(run, steps_per_call):
 def test_resident_calls_of_k_steps_equal_single_resident_steps_bitwise(devices):
   results = []
   for steps_per_call in (1, K):
-    run = make_run(devices, steps_per_call, group_policy="uniform", group_size_min=2,
+    setup = make_setup(devices, steps_per_call, group_policy="uniform", group_size_min=2,
                    group_size_max=9, device_resident="on")
-    call, feed = resident_call(run, steps_per_call)
-    state, health = fresh(run)
+    call, feed = resident_call(setup, steps_per_call)
+    state, health = fresh(setup)
     for _ in range(0, 2 * K, steps_per_call):
       inputs = feed.take(steps_per_call)
       state, health, _ = call(state, health, inputs, feed.data)
@@ -137,23 +137,23 @@ def test_resident_calls_of_k_steps_equal_single_resident_steps_bitwise(devices):
 
 
 def test_one_compile_for_every_group_structure_and_call_length():
-  run = make_run(1, group_policy="uniform", group_size_min=1, group_size_max=8)
-  call = jit_call(run, K)
-  state, health = fresh(run)
-  batches = host_batches(run, 12)
+  setup = make_setup(1, group_policy="uniform", group_size_min=1, group_size_max=8)
+  call = jit_call(setup, K)
+  state, health = fresh(setup)
+  batches = host_batches(setup, 12)
   for first, length in ((0, K), (4, 1), (5, 3), (8, K)):
     inputs = stacking.stack(batches[first:first + length], K, STEP_KEYS)
     state, health, _ = call(state, health, stacking.to_devices(
-        inputs, stacking.input_sharding(run.mesh, K)), None)
+        inputs, stacking.input_sharding(setup.mesh, K)), None)
   assert int(state.step) == 12
   assert call._cache_size() == 1
 
 
 def test_one_compile_for_every_resident_layout_and_call_length():
-  run = make_run(1, K, group_policy="uniform", group_size_min=1, group_size_max=8,
+  setup = make_setup(1, K, group_policy="uniform", group_size_min=1, group_size_max=8,
                  device_resident="on")
-  call, feed = resident_call(run, K)
-  state, health = fresh(run)
+  call, feed = resident_call(setup, K)
+  state, health = fresh(setup)
   for length in (K, 1, 3, K):
     inputs = feed.take(length)
     state, health, _ = call(state, health, inputs, feed.data)
@@ -165,8 +165,8 @@ def test_one_compile_for_every_resident_layout_and_call_length():
 def test_on_cpu_only_conv_models_unroll_their_calls(family, unroll):
   config = digits.get_config("smoke")
   config.model.family, config.train.steps_per_call = family, K
-  run = types.SimpleNamespace(config=config)
-  assert loop.scan_unroll(run) == unroll
+  setup = types.SimpleNamespace(config=config)
+  assert loop.scan_unroll(setup) == unroll
 
 
 @pytest.mark.parametrize("step, stops, expected", [
@@ -215,7 +215,7 @@ def train_run(workdir, resident, steps_per_call, **train_overrides):
   config.data.device_resident = resident
   config.train.update({"num_steps": 10, "log_every": 5, "checkpoint_every": 10,
                        "steps_per_call": steps_per_call, **train_overrides})
-  state, _ = loop.train(state_lib.setup(config), str(workdir), NoEvaluation())
+  state, _ = loop.train(setup_lib.setup(config), str(workdir), NoEvaluation())
   return jax.device_get(state), logged(workdir)
 
 
@@ -240,8 +240,8 @@ def resident_loop(tmp_path_factory):
   return train_run(tmp_path_factory.mktemp("resident"), "on", 1)
 
 
-def assert_same_run(run, expected_run):
-  (state, records), (expected_state, expected_records) = run, expected_run
+def assert_same_run(setup, expected_run):
+  (state, records), (expected_state, expected_records) = setup, expected_run
   assert_trees_equal(state, expected_state)
   assert [r["step"] for r in records] == [5, 10]
   for record, expected in zip(records, expected_records):
@@ -275,7 +275,7 @@ def test_steps_per_call_is_auto_or_a_step_count(value):
   config.train.steps_per_call = value
   expected = (step_calls.auto_steps_per_call("cpu", config.model.family) if value == "auto"
               else value)
-  assert state_lib.setup(config).config.train.steps_per_call == expected
+  assert setup_lib.setup(config).config.train.steps_per_call == expected
   assert config.train.steps_per_call == value  # the caller's config is left as it was
 
 
@@ -284,7 +284,7 @@ def test_other_steps_per_call_are_refused(value):
   config = digits.get_config("smoke")
   config.train.steps_per_call = value
   with pytest.raises(SetupError, match=r"train\.steps_per_call=.* use 'auto' or a step count"):
-    state_lib.setup(config)
+    setup_lib.setup(config)
 
 
 def test_auto_runs_many_steps_per_call_on_accelerators_and_what_is_fastest_on_cpu():

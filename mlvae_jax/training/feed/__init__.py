@@ -74,17 +74,17 @@ class Feed:
     return sum(a.addressable_shards[0].data.nbytes for a in jax.tree.leaves(self.data))
 
 
-def make_feed(run: Setup) -> Feed:
+def make_feed(setup: Setup) -> Feed:
   """The train split's feed, a resident split placed; a split that cannot give the
   configured batches is a SetupError (one line)."""
   try:
-    return _make_feed(run)
+    return _make_feed(setup)
   except ValueError as e:  # DataError: the split cannot give the configured batches
     raise SetupError(str(e).strip().splitlines()[0]) from e
 
 
-def _make_feed(run: Setup) -> Feed:
-  config, mesh, k = run.config, run.mesh, run.config.train.steps_per_call
+def _make_feed(setup: Setup) -> Feed:
+  config, mesh, k = setup.config, setup.mesh, setup.config.train.steps_per_call
   batcher = data_lib.make_batcher(config.data, "train", seed=config.seed,
                                   process_index=jax.process_index(),
                                   process_count=jax.process_count())
@@ -93,7 +93,7 @@ def _make_feed(run: Setup) -> Feed:
       config.data.device_resident, batcher.shard_nbytes,
       device_memory.free_bytes(local[0], len(local)))
   if keep:
-    return _resident_feed(run, batcher)
+    return _resident_feed(setup, batcher)
   iterator = host.make_iterator(config, "train")
 
   def take(length: int) -> dict[str, jax.Array]:
@@ -112,9 +112,9 @@ def _make_feed(run: Setup) -> Feed:
   return Feed(iterator, take, step_calls.host_batch, None, specs)
 
 
-def _resident_feed(run: Setup, batcher: data_lib.pipeline.Batcher) -> Feed:
+def _resident_feed(setup: Setup, batcher: data_lib.pipeline.Batcher) -> Feed:
   """The split on the devices; a call's input is which of its K slots are steps."""
-  config, mesh, k = run.config, run.mesh, run.config.train.steps_per_call
+  config, mesh, k = setup.config, setup.mesh, setup.config.train.steps_per_call
   plan = layouts.make_plan(batcher)
   data_step = resident.DataStep(
       resident.fingerprint(pipeline.fingerprint(config.data, "train", config.seed, None)))
@@ -134,7 +134,7 @@ def _resident_feed(run: Setup, batcher: data_lib.pipeline.Batcher) -> Feed:
               {resident.ACTIVE_KEY: spec})
 
 
-def calls(feed: Feed, run: Setup, start: int, stop: int,
+def calls(feed: Feed, setup: Setup, start: int, stop: int,
           call_length: Callable[[int], int]) -> Prefetcher[Call]:
   """The calls from step `start` to `stop`, `call_length(step)` steps each, prefetched one
   call ahead (close the result, or use it as a context manager)."""
