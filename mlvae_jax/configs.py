@@ -165,7 +165,9 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
                  "knn_neighbours": 5, "mlp_hidden": 256},
     # swap consistency judged by pixel classifiers fitted on fit_examples real images of
     # fit_split (group label, and each factor quantised into <= bins classes); judge: 'mlp'
-    # (classifier_hidden units) or 'encoder' (the run's encoder architecture as a classifier)
+    # (classifier_hidden units) or 'encoder' (the run's encoder architecture as a classifier).
+    # Judges are fitted once per fit data and settings and cached in
+    # DATA_DIR/mlvae_judges/; metric judge_key names them (evaluation/judge_cache.py)
     "swap": {"fit_split": "train", "fit_examples": 20000, "max_examples": 5000,
              "num_pairs": 2000, "bins": 8, "classifier_hidden": 512, "classifier_epochs": 4,
              "judge": "mlp"},
@@ -182,6 +184,9 @@ EVALUATOR_SETTINGS: dict[str, dict[str, object]] = {
     # group_pca (PCA of group means / of residuals) or moments (moment pose, canonical-frame PCA)
     "baseline": {"fit_split": "train", "max_examples": 5000, "bins": 8, "probe": "linear",
                  "kind": "group_pca", "content_dim": 6, "style_dim": 6},
+    # Pictures (images, figures; accumulation's curve) come at their evaluator's `every`: each
+    # evaluation during training puts them in eval/pictures/step_<N>/ and in TensorBoard at
+    # step N (tags pictures/<name>); the final one's also stay in eval/. every=0: the end only.
     # swap.png (grid x grid) and reconstructions.png; images enlarged to >= min_pixels
     "images": {"grid": 8, "min_pixels": 48, "max_examples": 5000},
     # prior.png (grid x grid), traversals.png (every dimension over +-traversal_limit) and

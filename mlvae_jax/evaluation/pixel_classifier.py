@@ -80,9 +80,21 @@ class PixelClassifier:
     return float(np.mean(self.predict(images) == np.asarray(labels)))
 
 
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+  """How a classifier is fitted, besides its module and its data (a cached judge's key
+  records them: judge_cache.py)."""
+
+  epochs: int = 4
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  seed: int = 0
+
+
 def fit_pixel_classifier(
-    images: np.ndarray, labels: np.ndarray, *, hidden: int = 512, epochs: int = 4,
-    batch_size: int = 128, learning_rate: float = 1e-3, seed: int = 0,
+    images: np.ndarray, labels: np.ndarray, *, hidden: int = 512,
+    epochs: int = FitSettings.epochs, batch_size: int = FitSettings.batch_size,
+    learning_rate: float = FitSettings.learning_rate, seed: int = FitSettings.seed,
     module: nn.Module | None = None,
 ) -> PixelClassifier:
   """Adam on softmax cross-entropy over `epochs` shuffled passes of the training images.

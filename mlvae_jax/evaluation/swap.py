@@ -1,16 +1,19 @@
 """`swap`: swap consistency, judged by a classifier of real pixels (the measure and its judge, one module).
 
-The judge is fitted once per run on `fit_split` images (the group label; for factor datasets
-also each ground-truth factor, quantised into at most `bins` classes) and reports its own
-accuracy on `split`. `judge='mlp'` is a pixel MLP; `judge='encoder'` trains the run's own
-encoder architecture as the classifier, for images whose factors an MLP cannot see. For a
-factor dataset every factor also gets the fraction of swaps whose factor follows the content
-source and the fraction that follows the style source: content factors should follow
-content, style factors style (`factor_consistency` averages the right one over factors).
+The judge is fitted on `fit_split` images (the group label; for factor datasets also each
+ground-truth factor, quantised into at most `bins` classes) and reports its own accuracy on
+`split`. It depends on nothing else, so it is fitted once per dataset and settings and kept
+beside the prepared data (judge_cache.py); `judge_key` names the judges a score came from.
+`judge='mlp'` is a pixel MLP; `judge='encoder'` trains the run's own encoder architecture as
+the classifier, for images whose factors an MLP cannot see. For a factor dataset every factor
+also gets the fraction of swaps whose factor follows the content source and the fraction that
+follows the style source: content factors should follow content, style factors style
+(`factor_consistency` averages the right one over factors).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import ml_collections
@@ -19,9 +22,10 @@ import numpy as np
 from mlvae_jax import inference
 from mlvae_jax.configs import check_choice
 from mlvae_jax.evaluation.base import Evaluator, register
+from mlvae_jax.evaluation import judge_cache
 from mlvae_jax.evaluation.context import EvalContext
 from mlvae_jax.evaluation.pixel_classifier import (
-    PixelClassifier, encoder_classifier, fit_pixel_classifier)
+    FitSettings, PixelClassifier, PixelMLP, encoder_classifier)
 
 JUDGES = ("mlp", "encoder")
 EncodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # x -> (content_mu, style_mu)
@@ -70,7 +74,7 @@ def quantise(values: np.ndarray, levels: int, bins: int) -> np.ndarray:
 @register("swap")
 class SwapConsistency(Evaluator):
   """content / style / neither fractions for the group label, the judge's accuracy, and
-  per-factor content- and style-source fractions on factor datasets."""
+  per-factor content- and style-source fractions on factor datasets; `judge_key`."""
 
   def __init__(self, ctx: EvalContext, settings: ml_collections.ConfigDict):
     super().__init__(ctx, settings)
@@ -84,27 +88,32 @@ class SwapConsistency(Evaluator):
         self.targets[name] = (quantise(fit.factors[:, j], levels[j], settings.bins),
                               quantise(self.test.factors[:, j], levels[j], settings.bins))
     self.content_factors = set(ctx.config.data.group_by.replace(" ", "").split(","))
-    self.judges: dict[str, PixelClassifier] = {
-        name: fit_pixel_classifier(fit.x, fit_labels, hidden=settings.classifier_hidden,
-                                   epochs=settings.classifier_epochs, seed=ctx.config.seed,
-                                   module=self._judge_module(fit.x.shape[1:], fit_labels))
-        for name, (fit_labels, _) in self.targets.items()
-    }
+    cache = judge_cache.JudgeCache(judge_cache.cache_directory(ctx.config.data))
+    fit_settings = FitSettings(epochs=settings.classifier_epochs, seed=ctx.config.seed)
+    self.judges: dict[str, PixelClassifier] = {}
+    keys: dict[str, str] = {}
+    for name, (fit_labels, _) in self.targets.items():
+      module = self._judge_module(fit.x.shape[1:], fit_labels)
+      self.judges[name], keys[name] = cache.judge(fit.x, fit_labels, module, fit_settings)
+    self.judge_key = judge_cache.short_key(keys)
+    print(cache.summary(f"swap judges {self.judge_key:0{judge_cache.SHORT_KEY_HEX}x} "
+                        f"(judge_key {self.judge_key})"), file=sys.stderr)
     # The judges never change, so their own accuracy is measured once.
     self.judge_accuracy = {name: self.judges[name].accuracy(self.test.x, labels)
                            for name, (_, labels) in self.targets.items()}
 
   def _judge_module(self, observation_shape: tuple[int, ...], fit_labels: np.ndarray):
-    """None (the default pixel MLP) or the run's encoder with one output per class."""
+    """A pixel MLP or the run's encoder, with one output per class."""
+    num_classes = int(fit_labels.max()) + 1
     if self.settings.judge == "mlp":
-      return None
-    return encoder_classifier(self.ctx.config.model, observation_shape, int(fit_labels.max()) + 1)
+      return PixelMLP(hidden=self.settings.classifier_hidden, num_classes=num_classes)
+    return encoder_classifier(self.ctx.config.model, observation_shape, num_classes)
 
   def run(self, params: Any) -> dict[str, float]:
     s = self.settings
     codes = self.ctx.codes(params, s.split, s.max_examples)
     rng = np.random.default_rng(self.ctx.config.seed)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = {"judge_key": float(self.judge_key)}
     right_source = []
     for name, (_, labels) in self.targets.items():
       if len(np.unique(labels)) < 2:
