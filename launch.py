@@ -10,7 +10,8 @@ r"""Runs an experiment: flags only, the work is done by mlvae_jax.
 
 Multi-host: give every process --coordinator_address=HOST:PORT --num_processes=P
 --process_id=I (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), or
---distributed on a cluster JAX detects itself (SLURM, Cloud TPU).
+--distributed alone: under srun it reads SLURM's variables (launch/slurm.sbatch), on a Cloud
+TPU pod JAX finds the workers itself (launch/tpu_vm.sh); docs/cluster.md.
 """
 
 import json
@@ -36,7 +37,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-host: HOS
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-host: index of this process.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Multi-host: let JAX detect the cluster (SLURM, Cloud TPU, MPI)."
+    "distributed", False,
+    "Multi-host: read the cluster's layout (SLURM's variables; JAX's detection on Cloud TPU, "
+    "MPI); the three flags above, where given, win."
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -55,9 +58,9 @@ def main(argv: list[str]) -> None:
   del argv
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # libraries log much at INFO; --verbosity=0 shows it
-  from mlvae_jax.training import sharding
   from mlvae_jax import sweep, train
   from mlvae_jax.config_helpers import SetupError, describe_flag_error
+  from mlvae_jax.training import cluster_env
   from mlvae_jax.training.checkpoint import SaveError
   from mlvae_jax.training.nonfinite import NonFiniteError
   from mlvae_jax.training.preemption import RESUMABLE_EXIT_CODE, Preempted
@@ -79,8 +82,8 @@ def main(argv: list[str]) -> None:
           print_only=_SWEEP_PRINT_ONLY.value,
           launcher=(sys.executable, os.path.abspath(__file__)),
       ))
-    sharding.initialize_distributed(
-        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto_detect=_DISTRIBUTED.value
+    cluster_env.initialize(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, distributed=_DISTRIBUTED.value
     )
     if _MODE.value == "train":
       train.train_and_evaluate(config, _WORKDIR.value)
