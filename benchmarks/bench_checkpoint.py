@@ -72,8 +72,9 @@ def main() -> None:
     checkpoints.close()
     written = integrity.read_record(step_dir)
     digests, arrays = _timed(lambda: integrity.array_record(state))
+    items = {name: item["value"] for name, item in written["items"].items()}
     record, _ = _timed(lambda: integrity.write_record(
-        step_dir, 1, arrays, {name: item["value"] for name, item in written["items"].items()}))
+        step_dir, integrity.build_record(step_dir, 1, arrays, items)))
     opened, reader = _timed(lambda: checkpoint.Checkpoints(workdir, read_only=True))
     restore, restored = _timed(lambda: reader.restore(1, setup.abstract_state, with_data=False))
     values, _ = _timed(lambda: integrity.verify_values(written, restored[0]))

@@ -178,7 +178,8 @@ def test_a_run_from_before_a_config_key_existed_resumes_and_evaluates(trained, t
     record = integrity.read_record(str(step_dir))
     items = {name: item["value"] for name, item in record["items"].items()}
     del items["config"]["optim"]["weight_decay"], items["config"]["objective"]["single_member_rate"]
-    integrity.write_record(str(step_dir), record["step"], record["arrays"], items)
+    integrity.write_record(str(step_dir), integrity.build_record(
+        str(step_dir), record["step"], record["arrays"], items))
   steps = sorted(int(step) for step in os.listdir(tmp_path / "checkpoints"))
   result = run_launch(SMOKE, f"--workdir={tmp_path}", f"--config.train.num_steps={steps[-1] + 2}")
   assert result.returncode == 0, result.stderr

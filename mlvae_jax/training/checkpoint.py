@@ -19,6 +19,12 @@ interrupted save) is reported in one line and moved to WORKDIR/checkpoints_damag
 by a training run (nothing is deleted); readers skip it and fall back to the newest intact
 one, and retry when a running trainer rotates away the one they read. A state with NaN or
 infinite values is never saved, and one restored from elsewhere is refused.
+
+Checkpoints written before integrity records existed (orbax's step metadata of every save
+since carries `_SEALED_MARK`; theirs does not) are legacy, not damaged: each is reported in
+one line, read with a record built from what it holds now (files, JSON items, the arrays'
+shapes; the values cannot be checked against the save), and sealed with that record by the
+next training run in the workdir, so damage after that point is caught.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ _STEP_METADATA = "_CHECKPOINT_METADATA"  # orbax's record of a step (time, metri
 _MINIMISED_MARKERS = ("loss", "bits", "error", "nll")
 _UNREADABLE_ELSEWHERE = "another process cannot read it"
 _ROTATED = "removed while it was read (a running training rotated it out)"
+# In orbax's step metadata of every save that is followed by an integrity record: a step
+# without the record is legacy (written before records existed) only if this is absent.
+_SEALED_MARK = "mlvae_jax_integrity_record"
 
 
 class SaveError(Exception):
@@ -122,6 +131,36 @@ def _gather_process_states(state: Mapping[str, Any]) -> list[Any]:
       json.loads(bytes(row[: int(n)]).decode())
       for row, n in zip(gathered, np.asarray(lengths).reshape(-1))
   ]
+
+
+def _is_legacy(step_dir: str) -> bool:
+  """Whether a step without an integrity record was written before records existed: its
+  orbax step metadata reads and lacks `_SEALED_MARK` (unreadable metadata: not legacy)."""
+  try:
+    with open(os.path.join(step_dir, _STEP_METADATA)) as f:
+      metadata = json.load(f)
+    return _SEALED_MARK not in (metadata.get("custom_metadata") or {})
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def _legacy_record(step_dir: str, step: int) -> dict[str, Any]:
+  """The integrity record of a legacy step, built from what it holds now: file digests,
+  the JSON items, and the arrays' names, shapes and dtypes (no value digests)."""
+  with _quiet_about_step_metadata(), ocp.Checkpointer(ocp.StandardCheckpointHandler()) as reader:
+    metadata = reader.metadata(os.path.join(step_dir, "state")).item_metadata.tree
+  arrays = {leaf.name: {"shape": list(leaf.shape), "dtype": str(np.dtype(leaf.dtype)),
+                        "sha256": None} for leaf in jax.tree.leaves(metadata)}
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+    items = {name: checkpointer.restore(os.path.join(step_dir, name))
+             for name in ("data_iter", "config")}
+  metrics_file = os.path.join(step_dir, "metrics", "metrics")
+  if os.path.exists(metrics_file):
+    with open(metrics_file) as f:
+      items["metrics"] = json.load(f)
+  else:
+    items["metrics"] = {}
+  return integrity.build_record(step_dir, step, arrays, items)
 
 
 def damaged_dir(workdir: str) -> str:
@@ -214,6 +253,7 @@ class Checkpoints:
     self.damaged: dict[int, str] = {}  # damaged steps left in place (read_only)
     self._train_config = train_config
     self._records: dict[int, dict[str, Any]] = {}  # intact steps' integrity records
+    self._legacy: set[int] = set()  # steps from before integrity records (built, not read)
     self._pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None  # saving
     self._manager = None
     _silence_failed_read_callbacks()
@@ -229,6 +269,7 @@ class Checkpoints:
       for step, problem in sorted(self.damaged.items()):
         self._set_aside(step, problem)
       self.damaged = {}
+      self._seal_legacy()
     _quiet_about_failed_saves()
     with _quiet_about_step_metadata():
       self._manager = ocp.CheckpointManager(
@@ -249,9 +290,12 @@ class Checkpoints:
         record = integrity.read_record(self._step_dir(step))
         integrity.verify_files(self._step_dir(step), record)
       except integrity.IncompleteError as e:
-        if training:
+        if _is_legacy(self._step_dir(step)):
+          problem, record = self._read_legacy(step)
+        elif training:
           continue  # the running training is completing it: not damage, not ours yet
-        problem = str(e)
+        else:
+          problem = str(e)
       except integrity.IntegrityError as e:
         problem = str(e)
       if not os.path.isdir(self._step_dir(step)):
@@ -260,6 +304,29 @@ class Checkpoints:
         self._records[step] = record
       else:
         self.damaged[step] = problem or _UNREADABLE_ELSEWHERE
+
+  def _read_legacy(self, step: int) -> tuple[str | None, dict[str, Any] | None]:
+    """(problem, record) of a legacy step: the record built from what it holds now, with a
+    one-line notice, or why it cannot be read (then it is damaged)."""
+    try:
+      record = _legacy_record(self._step_dir(step), step)
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise bare Exception
+      return f"written before integrity records, and unreadable: {_reason(e)}", None
+    self._legacy.add(step)
+    how = ("a training run in this workdir seals it" if self.read_only else
+           f"sealed now with a record of what it holds ({integrity.RECORD_FILE})")
+    print(f"checkpoint {step} of {self.directory} was written before integrity records; its "
+          f"values cannot be checked against the save ({how})", file=sys.stderr)
+    return None, record
+
+  def _seal_legacy(self) -> None:
+    """Writes the records built for legacy steps, so later damage to them is caught."""
+    for step in sorted(self._legacy):
+      if jax.process_index() == 0:
+        integrity.write_record(self._step_dir(step), self._records[step])
+    if self._legacy and jax.process_count() > 1:
+      multihost_utils.sync_global_devices("mlvae_jax:sealed_legacy")
+    self._legacy = set()
 
   def _set_aside(self, step: int, problem: str) -> None:
     """Reports a damaged step in one line; moves it to WORKDIR/checkpoints_damaged."""
@@ -423,11 +490,12 @@ class Checkpoints:
         "config": json.loads(config.to_json_best_effort()),
         "metrics": finite,
     }
-    self._manager.save(step, force=True, metrics=finite, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data_iter=ocp.args.JsonSave(items["data_iter"]),
-        config=ocp.args.JsonSave(items["config"]),
-    ))
+    self._manager.save(step, force=True, metrics=finite, custom_metadata={_SEALED_MARK: True},
+                       args=ocp.args.Composite(
+                           state=ocp.args.StandardSave(state),
+                           data_iter=ocp.args.JsonSave(items["data_iter"]),
+                           config=ocp.args.JsonSave(items["config"]),
+                       ))
     self._pending = (step, integrity.array_record(state), items)
 
   def _check_writable(self, step: int) -> None:
@@ -472,7 +540,8 @@ class Checkpoints:
       if not os.path.isdir(self._step_dir(step)):
         raise FileNotFoundError(f"{self._step_dir(step)} was not committed")
       if jax.process_index() == 0:
-        integrity.write_record(self._step_dir(step), step, arrays, items)
+        record = integrity.build_record(self._step_dir(step), step, arrays, items)
+        integrity.write_record(self._step_dir(step), record)
     except Exception as e:  # noqa: BLE001 - orbax reports a failed write as bare Exception
       problem = _reason(e)
     if not _on_every_process(problem is None):

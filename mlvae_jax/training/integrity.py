@@ -88,15 +88,19 @@ def file_digests(step_dir: str) -> dict[str, str]:
   return dict(sorted(digests.items()))
 
 
-def write_record(step_dir: str, step: int, arrays: Mapping[str, Any],
-                 items: Mapping[str, Any]) -> None:
-  """Writes the record of a committed step: its files' digests, `arrays` (array_record)
-  and the JSON `items` with their digests; atomically (temporary file, fsync, rename)."""
-  record = {
+def build_record(step_dir: str, step: int, arrays: Mapping[str, Any],
+                 items: Mapping[str, Any]) -> dict[str, Any]:
+  """The record of a committed step: its files' digests, `arrays` (array_record) and the
+  JSON `items` with their digests."""
+  return _sealed({
       "format": _FORMAT, "step": step, "files": file_digests(step_dir), "arrays": dict(arrays),
       "items": {name: {"sha256": json_digest(value), "value": value}
                 for name, value in items.items()},
-  }
+  })
+
+
+def write_record(step_dir: str, record: Mapping[str, Any]) -> None:
+  """Writes a step's record atomically (temporary file, fsync, rename)."""
   _write(step_dir, record)
 
 

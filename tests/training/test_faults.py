@@ -41,10 +41,9 @@ from mlvae_jax.data.builders import lfw
 from mlvae_jax.training import setup as setup_lib
 from mlvae_jax.training.setup import TrainState
 from mlvae_jax.training.workdir import SetupError
-from tests.test_launch import ROOT, snapshot
+from tests.test_launch import ROOT, SMOKE, snapshot
 from tests.training.test_train import smoke_config
 
-SMOKE = "--config=experiments/digits.py:smoke"
 # Trajectory of every run here: one device, no evaluation but keep-best's.
 BASE = {"mesh.data": 1, "evals.val.every": 0}
 _CACHE_OPTIONS = {"jax_persistent_cache_min_compile_time_secs": 0,
