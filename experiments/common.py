@@ -110,6 +110,16 @@ def factor_config(arg: str | None, base: Overrides, presets: Mapping[str, Overri
   return config, args
 
 
+def add_pictures(config: ml_collections.ConfigDict, figures: bool = True) -> None:
+  """The picture evaluators (`images`; `figures` too unless told not to), drawn at every
+  validation so TensorBoard shows them while training (issue 30); set their `every` to 0
+  (e.g. --config.evals.figures.every=0) to draw them at the end only."""
+  every = config.evals.val.every
+  config.evals.images = evaluator("images", every=every)
+  if figures:
+    config.evals.figures = evaluator("figures", every=every)
+
+
 def apply_common(config: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> None:
   """The switches of every experiment: the objective variant (baselines) and `smoke`.
 

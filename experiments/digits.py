@@ -47,8 +47,7 @@ def get_config(arg=None):
   config.model.likelihood = args.likelihood
   common.set_schedule(config, 20000, log_every=200, eval_every=5000)
   config.evals.accumulation = configs.evaluator("accumulation")
-  config.evals.images = configs.evaluator("images")
-  config.evals.figures = configs.evaluator("figures")
+  common.add_pictures(config)
   common.apply_common(config, args)
   return config
 

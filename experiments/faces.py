@@ -58,8 +58,7 @@ def get_config(arg=None):
   config.model.likelihood = args.likelihood
   common.set_schedule(config, 30000, log_every=100, eval_every=3000)
   del config.evals.classify  # a linear probe over 5,700 identities, most with one photo
-  config.evals.images = configs.evaluator("images")
-  config.evals.figures = configs.evaluator("figures")
+  common.add_pictures(config)
   common.apply_common(config, args)
   # Set after `smoke` trims the evaluators: the curve on unseen people is this experiment.
   config.evals.accumulation = configs.evaluator("accumulation", split="unseen")

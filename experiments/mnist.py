@@ -130,8 +130,7 @@ def get_config(arg=None):
     config.evals.classify.probes = ("knn",)
   else:
     config.evals.accumulation = configs.evaluator("accumulation")
-    config.evals.images = configs.evaluator("images")
-    config.evals.figures = configs.evaluator("figures")
+    common.add_pictures(config)
   common.apply_common(config, args)
   return config
 

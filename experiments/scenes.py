@@ -42,7 +42,7 @@ PRESETS = {
 
 def get_config(arg=None):
   config, args = common.factor_config(arg, BASE, PRESETS, baseline_kind="group_pca")
-  config.evals.images = configs.evaluator("images")
+  common.add_pictures(config, figures=False)
   config.evals.suite = configs.evaluator("disentanglement_suite")
   common.apply_common(config, args)
   if args.smoke:

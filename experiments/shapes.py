@@ -60,8 +60,7 @@ def get_config(arg=None):
   # conv encoder architecture in 0.90 (0.99 trained 20 epochs, tools/factor_ceiling.py), so
   # swaps are judged by the latter (docs/shapes/README.md).
   config.evals.swap = configs.evaluator("swap", judge="encoder")
-  config.evals.images = configs.evaluator("images")
-  config.evals.figures = configs.evaluator("figures")
+  common.add_pictures(config)
   config.evals.suite = configs.evaluator("disentanglement_suite")
   common.apply_common(config, args)
   if args.smoke:

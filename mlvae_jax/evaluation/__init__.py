@@ -7,6 +7,7 @@ Each entry has a `type` (an evaluator class registered under that name), the `sp
 measures, `every` (a step count; 0 = only at the end of the run) and the type's own
 settings, all in config.json. During training `Evaluators` is the loop's hook: each
 evaluator runs at its cadence (metrics '<name>/<metric>' go to metrics.jsonl and
+TensorBoard; an evaluator that draws puts its pictures in WORKDIR/eval/pictures/step_<N>/ and
 TensorBoard), keep-best's evaluator at every checkpoint, and all of them at the end, when
 WORKDIR/eval/ gets metrics.json, report.md and the pictures. `--mode=eval` runs the same
 evaluators on a restored checkpoint.
