@@ -45,7 +45,7 @@ def main() -> None:
   from machine_info import describe  # beside this script; imports jax, so after XLA_FLAGS
   from mlvae_jax import data as data_lib
   from mlvae_jax import config_helpers
-  from mlvae_jax.training import loop, setup as state
+  from mlvae_jax.training import loop, setup as setup_lib
   from mlvae_jax.training.feed import host as feed_host
 
   path, arg = config_helpers.split_config_spec(args.config)
@@ -59,7 +59,7 @@ def main() -> None:
       config.data.batch_size = batch_size
       config.data.num_groups = batch_size // config.data.group_size
       config.mesh.data = devices
-      setup = state.setup(config)
+      setup = setup_lib.setup(config)
       state = jax.jit(setup.init, out_shardings=setup.state_shardings)()
       step = jax.jit(loop.make_train_step(setup.loss_fn, setup.tx, setup.schedule),
                      in_shardings=(setup.state_shardings, setup.batch_sharding),

@@ -22,9 +22,10 @@ AUTO = "auto"
 # K under config.train.steps_per_call='auto'. An accelerator's step is shorter than the host's
 # dispatch (H200, MNIST paper model: loop at K=1 26% of its step at batch 256, at K=32 with
 # the split resident 100%), so its calls run many steps. On CPU a dense step outlasts its
-# dispatch and K=16 is as fast as any (benchmarks/results), while conv models there unroll
-# their calls (`loop.scan_unroll`), whose compile time grows with K, for no gain: K=1.
-AUTO_STEPS_PER_CALL = {"accelerator": 32, "cpu": {"mlp": 16, "conv": 1}}
+# dispatch, but launching a call costs the host ~0.5 ms whatever K is (2-core machine, MNIST
+# paper model, benchmarks/bench_feed.py): K=32 makes that 15 us per step. Conv models there
+# unroll their calls (`loop.scan_unroll`), whose compile time grows with K, for no gain: K=1.
+AUTO_STEPS_PER_CALL = {"accelerator": 32, "cpu": {"mlp": 32, "conv": 1}}
 
 Inputs = Mapping[str, jax.Array]
 # step(state, health, batch) -> (state, health, metrics): nonfinite.guard_step's signature
