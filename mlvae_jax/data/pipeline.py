@@ -179,9 +179,11 @@ class Batcher:
   def __call__(self, step: int) -> dict[str, np.ndarray]:
     batch = self.layout(step)
     rows, n = batch.pop("rows"), int(batch["mask"].sum())
-    x = np.zeros((len(rows),) + self.observation_shape, np.float32)
-    x[:n] = self._images[self._rows[rows[:n]]]
-    x[:n] *= self._scale
+    # One pass over the rows (gather, convert and scale together) and zeros only in the
+    # padding: at batch 4096 every extra pass over x costs the host milliseconds.
+    x = np.empty((len(rows),) + self.observation_shape, np.float32)
+    np.multiply(self._images[self._rows[rows[:n]]], self._scale, out=x[:n], casting="unsafe")
+    x[n:] = 0
     return dict(x=x, **batch)
 
   def num_steps(self, num_epochs: int | None) -> int:

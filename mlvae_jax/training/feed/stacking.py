@@ -22,8 +22,10 @@ def stack(batches: Sequence[Mapping[str, np.ndarray]], steps_per_call: int,
   stacked = {}
   for key in keys:
     first = np.asarray(batches[0][key])
-    slots = np.zeros((steps_per_call, *first.shape), first.dtype)
-    slots[:len(batches)] = [batch[key] for batch in batches]
+    slots = np.empty((steps_per_call, *first.shape), first.dtype)
+    for slot, batch in zip(slots, batches):
+      slot[...] = batch[key]  # in place: a list of the batches first would copy them twice
+    slots[len(batches):] = 0
     stacked[key] = slots
   return stacked
 
