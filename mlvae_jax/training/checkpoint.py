@@ -200,17 +200,20 @@ def _on_every_process(ok: bool) -> bool:
 
 
 class _DropFailedSaveTracebacks(logging.Filter):
-  """Orbax logs the traceback of a failed background write (hundreds of lines); the run
-  reports that failure itself, in one line (SaveError)."""
+  """Orbax logs the traceback of a failed background write (hundreds of lines), and asyncio
+  logs one for each of its write tasks whose error nobody retrieved ('Task exception was
+  never retrieved', when the task is collected); the run reports that failure itself, in
+  one line (SaveError)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+    orbax = f"{os.sep}orbax{os.sep}"
+    return not (record.exc_info and (orbax in record.pathname or orbax in record.getMessage()))
 
 
 def _quiet_about_failed_saves() -> None:
-  logger = absl_logging.get_absl_logger()
-  if not any(isinstance(f, _DropFailedSaveTracebacks) for f in logger.filters):
-    logger.addFilter(_DropFailedSaveTracebacks())
+  for logger in (absl_logging.get_absl_logger(), logging.getLogger("asyncio")):
+    if not any(isinstance(f, _DropFailedSaveTracebacks) for f in logger.filters):
+      logger.addFilter(_DropFailedSaveTracebacks())
 
 
 class _DropStepMetadataComplaints(logging.Filter):

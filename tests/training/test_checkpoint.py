@@ -1,7 +1,9 @@
 """Checkpoints of simple pytrees: items saved together, keep-N and keep-best, restore onto
 another mesh, shape mismatches, and reading without writing."""
 
+import logging
 import os
+import sys
 
 import flax
 import jax
@@ -101,3 +103,28 @@ def test_reading_a_workdir_creates_nothing(tmp_path):
   assert reader.steps() == []
   reader.close()
   assert not os.path.exists(tmp_path / "absent")
+
+
+def _error_record(logger: str, pathname: str, message: str) -> logging.LogRecord:
+  try:
+    raise ValueError("OUT_OF_RANGE: Failed writing: File too large")
+  except ValueError:
+    return logging.LogRecord(logger, logging.ERROR, pathname, 1, message, None, sys.exc_info())
+
+
+def test_a_failed_saves_background_tracebacks_are_dropped_and_others_kept(tmp_path):
+  """A failed save is one line (SaveError): orbax's traceback of the write and asyncio's
+  'Task exception was never retrieved' for its write tasks (logged whenever the task is
+  collected, so only sometimes) are dropped; other errors still show."""
+  checkpoint.Checkpoints(str(tmp_path / "run"), configs.base_config().train).close()
+  orbax_file = f"/site-packages{os.sep}orbax{os.sep}checkpoint/_src/serialization/serialization.py"
+  asyncio_file = "/usr/lib/python3.11/asyncio/base_events.py"
+  unretrieved = ("Task exception was never retrieved\nfuture: <Task finished coro=<"
+                 f"write_fragment() done, defined at {orbax_file}:188>>")
+  asyncio_logger = logging.getLogger("asyncio")
+  assert not asyncio_logger.filter(_error_record("asyncio", asyncio_file, unretrieved))
+  assert asyncio_logger.filter(_error_record(
+      "asyncio", asyncio_file, "Task exception was never retrieved\nfuture: <Task other>"))
+  absl_logger = logging.getLogger("absl")
+  assert not absl_logger.filter(_error_record("absl", orbax_file, "write failed"))
+  assert absl_logger.filter(_error_record("absl", "/x/mlvae_jax/train.py", "other"))
