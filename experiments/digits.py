@@ -6,7 +6,7 @@ r"""The quickstart: ML-VAE on scikit-learn's 8x8 digits, grouped by digit; offli
 The default is the project's best setting (docs/mnist/README.md): the style-group HSIC keeps
 the digit out of the 8-d style code, single-member content makes one image's content name
 it. Over 5 seeds on validation (docs/digits/seeds.md: 144 images, one is 0.007) it reads the
-digit from one image's content at 0.960 linear / 0.969 5-NN (raw pixels: 0.958 / 0.993) and
+digit from one image's content at 0.960 linear / 0.969 5-NN (raw pixels: 0.958 / 0.972) and
 from style at 0.115 / 0.093 (chance 0.125). `paper` (the paper's objective, one argument
 away) reads the digit from style at 0.375 / 0.614, at a lower bits/dim (0.496 against
 0.546): its style code carries the digit. A 2 x 2 sweep:

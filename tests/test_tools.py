@@ -173,3 +173,14 @@ def test_frame_phase_probe_refuses_too_few_renders():
   result = _frame_phase_probe("--examples=10")
   assert result.returncode != 0
   assert "needs at least 72 renders per shape" in result.stderr
+
+
+def test_pixel_probes_read_the_digit_from_raw_pixels():
+  result = subprocess.run([sys.executable, "tools/pixel_probes.py", "experiments/digits.py",
+                           "--splits=validation"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr
+  row = re.search(r"^\| validation \| 144 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$",
+                  result.stdout, re.M)
+  linear, knn, chance = map(float, row.groups())
+  assert chance == 0.125 and linear > 0.9 and knn > 0.9  # far above chance: pixels name digits

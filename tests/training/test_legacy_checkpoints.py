@@ -98,8 +98,14 @@ def test_readers_use_legacy_steps_in_one_line_each_and_change_nothing(
 def test_training_seals_legacy_steps_and_resumes_from_the_newest(trained, saved, tmp_path,
                                                                  capfd):
   workdir = copy_with_legacy(trained, tmp_path, [2, 4])
+  state_4 = workdir / "checkpoints" / "4" / "state"
+  files = lambda: {p: (p.stat().st_ino, p.stat().st_mtime_ns)  # noqa: E731
+                   for p in state_4.rglob("*") if p.is_file()}
+  saved_files = files()
   capfd.readouterr()
   train.train_and_evaluate(smoke_config(**BASE, **{"train.num_steps": 6}), str(workdir))
+  # Resumed from it, not restarted: a restart would have written checkpoint 4 anew.
+  assert files() == saved_files
   lines = err_lines(capfd)
   for step in (2, 4):
     assert any(re.fullmatch(LEGACY_LINE.format(step=step, how=SEALED), line) for line in lines)
