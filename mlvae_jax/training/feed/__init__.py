@@ -95,13 +95,14 @@ def _make_feed(setup: Setup) -> Feed:
   if keep:
     return _resident_feed(setup, batcher)
   iterator = host.make_iterator(config, "train")
+  buffers = stacking.SlotBuffers()
 
   def take(length: int) -> dict[str, jax.Array]:
     batches = [next(iterator) for _ in range(length)]
     if config.train.debug_checks:
       for batch in batches:
         validate_batch(batch, config.data.num_groups)
-    return stacking.to_devices(stacking.stack(batches, k, host.STEP_KEYS),
+    return stacking.to_devices(stacking.stack(batches, k, host.STEP_KEYS, buffers),
                                stacking.input_sharding(mesh, k))
 
   sample = batcher(0)

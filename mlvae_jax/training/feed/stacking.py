@@ -3,6 +3,7 @@ devices in one transfer, split over the mesh's 'data' axis (see training/step_ca
 
 from __future__ import annotations
 
+import sys
 from typing import Mapping, Sequence
 
 import jax
@@ -12,17 +13,54 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mlvae_jax.training import sharding
 
 
+# sys.getrefcount of a pooled buffer no array holds: the pool's list, the loop's name and
+# getrefcount's own argument.
+_UNHELD_REFS = 3
+
+
+class SlotBuffers:
+  """Host buffers for a call's stacked inputs, refilled once no array holds them.
+
+  Why: a fresh [K, N, ...] buffer per call is new memory each time (411 MiB at batch 4096,
+  K=32), and first touching its pages costs the host more than copying the batches into it.
+  A buffer cannot simply be reused either: on CPU the devices' arrays alias the host buffer
+  they were made from (no copy) and keep a reference to it while they live, on an
+  accelerator until the transfer is done. So a buffer is handed out again only when its
+  reference count says no array holds it; otherwise a new one is made (at most `keep` per
+  key are kept: the calls in flight and prefetched).
+  """
+
+  def __init__(self, keep: int = 4):
+    self._keep = keep
+    self._buffers: dict[str, list[np.ndarray]] = {}
+
+  def get(self, key: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised buffer of `shape` and `dtype` for `key` that nothing else holds."""
+    pooled = self._buffers.setdefault(key, [])
+    for buffer in pooled:
+      if (buffer.shape == shape and buffer.dtype == dtype
+          and sys.getrefcount(buffer) <= _UNHELD_REFS):
+        return buffer
+    buffer = np.empty(shape, dtype)
+    if len(pooled) < self._keep:
+      pooled.append(buffer)
+    return buffer
+
+
 def stack(batches: Sequence[Mapping[str, np.ndarray]], steps_per_call: int,
-          keys: Sequence[str]) -> dict[str, np.ndarray]:
-  """One call's host inputs: `keys` of the batches; for K > 1 stacked into K slots, those
-  after the batches all padding (zeros, mask False)."""
+          keys: Sequence[str], buffers: SlotBuffers | None = None) -> dict[str, np.ndarray]:
+  """One call's host inputs: `keys` of the batches; for K > 1 stacked into K slots (of a
+  buffer from `buffers` when given), those after the batches all padding (zeros, mask
+  False)."""
   if steps_per_call == 1:
     (batch,) = batches
     return {key: batch[key] for key in keys}
   stacked = {}
   for key in keys:
     first = np.asarray(batches[0][key])
-    slots = np.empty((steps_per_call, *first.shape), first.dtype)
+    shape = (steps_per_call, *first.shape)
+    slots = (np.empty(shape, first.dtype) if buffers is None
+             else buffers.get(key, shape, first.dtype))
     for slot, batch in zip(slots, batches):
       slot[...] = batch[key]  # in place: a list of the batches first would copy them twice
     slots[len(batches):] = 0
