@@ -1,5 +1,5 @@
-"""A call's stacked host inputs in reused buffers: a buffer an array still holds (on CPU the
-array aliases it) is never refilled, one no array holds is, and a short call's padding slots
+"""A call's stacked host inputs in reused, aligned buffers: a buffer an array still holds (on
+CPU the array aliases it) is never refilled, one no array holds is, and a short call's padding slots
 are zeros again after a full call used the same buffer."""
 
 import gc
@@ -26,6 +26,7 @@ def test_a_buffer_held_by_an_array_is_not_refilled_until_the_array_is_gone():
   buffers = stacking.SlotBuffers()
   first = stacking.stack([batch(1.0), batch(2.0)], 2, KEYS, buffers)
   first_x = id(first["x"])  # an id: a reference here would hold the buffer itself
+  assert first["x"].ctypes.data % 64 == 0  # aligned: on CPU the array aliases it, no copy
   on_devices = to_devices(first)
   del first
   second = stacking.stack([batch(3.0), batch(4.0)], 2, KEYS, buffers)
